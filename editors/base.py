@@ -1,0 +1,86 @@
+"""The Editor protocol (DESIGN.md "Interfaces") and the exact-restore EditResult.
+
+Editors see only EditRequests; they know nothing about datasets or reports.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+
+import torch
+
+
+@dataclass(frozen=True)
+class PreservedFact:
+    """Another fact of the edited subject that ROME-C/MEMIT-C/DiKE may preserve.
+
+    The harness fills these from the constraint pool (krd_train), never from evaluation facts.
+    """
+
+    prompt: str
+    target: str
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    case_id: str
+    prompt: str  # contains `subject` literally, e.g. "The capital of France is"
+    subject: str
+    target_new: str  # no leading space
+    target_true: str | None = None
+    preserve: tuple[PreservedFact, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.subject not in self.prompt:
+            raise ValueError(f"case {self.case_id}: prompt {self.prompt!r} does not contain subject {self.subject!r}")
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """Hash of a tensor's exact bytes, for the bit-exact restore check."""
+    return hashlib.sha256(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+@dataclass
+class EditResult:
+    """What an edit changed, and how to undo it exactly.
+
+    `originals` holds copies of only the touched parameters, keyed by parameter name.
+    """
+
+    originals: dict[str, torch.Tensor] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def snapshot(model: torch.nn.Module, names: Sequence[str]) -> "EditResult":
+        params = dict(model.named_parameters())
+        return EditResult(originals={n: params[n].detach().clone() for n in names})
+
+    def restore(self, model: torch.nn.Module) -> None:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, orig in self.originals.items():
+                params[name].copy_(orig)
+
+    def digests(self) -> dict[str, str]:
+        return {n: tensor_digest(t) for n, t in self.originals.items()}
+
+
+def parameter_digests(model: torch.nn.Module, names: Sequence[str]) -> dict[str, str]:
+    params = dict(model.named_parameters())
+    return {n: tensor_digest(params[n]) for n in names}
+
+
+@runtime_checkable
+class Editor(Protocol):
+    """An editor: a name, a hparams dataclass, and apply(), whose result restores the model.
+
+    Editors keep any state (e.g. AlphaEdit's accumulated keys) on the instance.
+    `from_config(family, overrides)` builds one with the YAML hparams for a model family.
+    """
+
+    name: ClassVar[str]
+    hparams: Any
+
+    def apply(self, model: torch.nn.Module, tok: Any, requests: Sequence[EditRequest]) -> EditResult: ...

@@ -1,0 +1,1 @@
+"""FINE-KED: the fine-grained knowledge-editing benchmark (WikiData client, builder, HF export)."""
