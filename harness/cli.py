@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1") if os.environ.get("FINEKED_ONLINE") != "1" else None
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # module -> it defines add_parsers(subparsers); each parser sets `func(args) -> int | None`.
