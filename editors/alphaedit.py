@@ -1,0 +1,111 @@
+"""AlphaEdit (Fang et al. 2025): MEMIT's spreading with the update projected onto the null space of C.
+
+  P = U Uᵀ over C's eigenvectors with eigenvalue < nullspace_threshold (cached next to C);
+  Δ = R Kᵀ P (K Kᵀ P + K_p K_pᵀ P + L2·I)⁻¹, K_p the keys of earlier edits of this editor instance.
+K_p is editor state: apply() appends to it, EditResult.restore() takes the edit's keys back out (so the runner's
+restore-after-each-case mode sees no stale keys), and reset() clears it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from editors.adapters import ModelAdapter
+from editors.base import EditRequest, EditResult
+from editors.locate.editor import LocateEditor, Timer
+from editors.locate.solve import alphaedit_delta, nullspace_projector
+from editors.locate.stats import stats_path
+from editors.memit import MemitHparams, default_range, spread_update, target_residuals
+
+
+@dataclass
+class AlphaEditHparams(MemitHparams):
+    nullspace_threshold: float = 2e-2  # upstream AlphaEdit
+    L2: float = 10.0  # upstream AlphaEdit
+    context_prefixes: list[list[int]] = field(default_factory=lambda: [[10, 5]])
+
+
+@dataclass
+class AlphaEditResult(EditResult):
+    """An EditResult whose restore() also withdraws the edit's keys from the editor's accumulated K_p."""
+
+    editor: Any = None
+    added: dict[int, int] = field(default_factory=dict)  # layer -> number of key columns this edit appended
+
+    def restore(self, model: torch.nn.Module) -> None:
+        super().restore(model)
+        if self.editor is not None:
+            self.editor._withdraw(self.added)
+            self.added = {}
+
+
+class AlphaEditEditor(LocateEditor):
+    name = "alphaedit"
+    Hparams = AlphaEditHparams
+
+    def __init__(self, hparams: Any | None = None):
+        super().__init__(hparams)
+        self._projectors: dict[tuple, torch.Tensor] = {}
+        self.prev_keys: dict[int, torch.Tensor] = {}  # layer -> (d_in, N) keys of earlier edits still in place
+
+    def reset(self) -> None:
+        """Forget earlier edits' keys (call when the model is reloaded or restored outside EditResult)."""
+        self.prev_keys = {}
+
+    def _withdraw(self, added: dict[int, int]) -> None:
+        for layer, n in added.items():
+            if layer in self.prev_keys and n:
+                self.prev_keys[layer] = self.prev_keys[layer][:, :-n]
+
+    def default_layers(self, n_layers: int, adapter: ModelAdapter) -> list[int]:
+        return default_range(n_layers, adapter, self.hparams.layer_span)
+
+    def new_result(self, model: Any, adapter: ModelAdapter, layers: Sequence[int]) -> EditResult:
+        base = super().new_result(model, adapter, layers)
+        return AlphaEditResult(originals=base.originals, editor=self)
+
+    def projector(self, model: Any, layer: int, C: torch.Tensor) -> torch.Tensor:
+        """P for `layer`, from memory, from disk next to C, or computed (eigh in float64) and saved."""
+        hp = self.hparams
+        key = (id(C), layer, hp.nullspace_threshold)
+        if key in self._projectors:
+            return self._projectors[key]
+        if hp.stats_corpus == "identity":
+            P = torch.eye(C.shape[0], dtype=torch.float64) * float(1.0 < hp.nullspace_threshold)
+        else:
+            from safetensors.torch import load_file, save_file
+
+            cpath = stats_path(model, layer, hp.stats_corpus, hp.stats_n_samples, hp.stats_max_len,
+                               getattr(torch, hp.stats_dtype))
+            path = cpath.with_name(cpath.stem + f"-P{hp.nullspace_threshold:g}.safetensors")
+            if path.exists():
+                P = load_file(str(path))["projector"]
+            else:
+                P = nullspace_projector(C, hp.nullspace_threshold)
+                save_file({"projector": P.contiguous()}, str(path))
+        self._projectors[key] = P
+        return P
+
+    def edit(self, model: Any, tok: Any, adapter: ModelAdapter, layers: list[int], requests: Sequence[EditRequest],
+             prefixes: list[str], stats: dict[int, torch.Tensor], result: EditResult, timer: Timer) -> None:
+        hp = self.hparams
+        with timer("stats"):
+            P = {l: self.projector(model, l, stats[l]) for l in layers}
+        Z, tvs = target_residuals(model, tok, adapter, layers[-1], requests, prefixes, hp, timer)
+        new_keys: dict[int, torch.Tensor] = {}
+
+        def layer_delta(i: int, layer: int, R: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+            new_keys[layer] = K.detach().to("cpu", torch.float64)
+            prev = self.prev_keys.get(layer)
+            Pl = P[layer].to(device=K.device, dtype=torch.float64)
+            return alphaedit_delta(R, K, Pl, None if prev is None else prev.to(K.device), hp.L2)
+
+        spread_update(model, tok, adapter, layers, requests, prefixes, Z, timer, layer_delta)
+        for layer, K in new_keys.items():  # sequential editing: later edits must also keep these outputs
+            prev = self.prev_keys.get(layer)
+            self.prev_keys[layer] = K if prev is None else torch.cat([prev, K], dim=1)
+        result.added = {l: K.shape[1] for l, K in new_keys.items()}
+        result.info.update(vstar_steps=[tv.steps for tv in tvs],
+                           null_dims={l: int(torch.trace(P[l]).round()) for l in layers})

@@ -1,0 +1,149 @@
+"""What ROME, MEMIT and AlphaEdit (and their -C variants) share: hparams, statistics, prefixes, timing.
+
+An editor subclass sets `name`, `Hparams` and implements `edit(model, tok, adapter, requests, result)`.
+Statistics and prefixes are cached on the instance (and on disk), never in module globals.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, Sequence
+
+import torch
+
+from editors.adapters import ModelAdapter, adapter_for
+from editors.base import EditRequest, EditResult
+from editors.hparams import load_hparams
+from editors.locate.fingerprint import model_fingerprint
+from editors.locate.keys import preserved_keys
+from editors.locate.prefixes import prefix_groups
+from editors.locate.stats import layer_second_moments
+from editors.locate.vstar import VStarConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocateHparams:
+    """Defaults follow ROME's GPT2-XL configuration; YAMLs override per model."""
+
+    layers: list[int] | None = None  # None: the adapter's default for the model's depth
+    v_num_grad_steps: int = 20
+    v_lr: float = 0.5
+    v_weight_decay: float = 0.5
+    kl_factor: float = 0.0625
+    clamp_norm_factor: float = 4.0
+    v_loss_threshold: float = 0.05  # early stop (the seed notes' 0.05)
+    context_prefixes: list[list[int]] = field(default_factory=lambda: [[5, 10], [10, 10]])  # [[length, count]]
+    prefix_seed: int = 0
+    mom2_update_weight: float = 15000.0  # λ in λC (MEMIT; ROME-C)
+    stats_corpus: str = "bundled"  # identity | bundled | wikitext | path to a text file
+    stats_n_samples: int = 2000
+    stats_max_len: int = 128
+    stats_dtype: str = "float32"
+    preserve_weight: float = 1.0  # -C variants: weight of each preserved fact's key, relative to an edit key
+    quiet: bool = False
+
+    def vstar(self) -> VStarConfig:
+        return VStarConfig(steps=self.v_num_grad_steps, lr=self.v_lr, weight_decay=self.v_weight_decay,
+                           kl_factor=self.kl_factor, clamp_norm_factor=self.clamp_norm_factor,
+                           loss_threshold=self.v_loss_threshold)
+
+
+class Timer:
+    """Accumulates wall seconds per phase into a timings dict."""
+
+    def __init__(self, timings: dict[str, float]):
+        self.timings = timings
+        for k in ("keys", "vstar", "stats", "solve"):
+            timings.setdefault(k, 0.0)
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
+
+
+class LocateEditor:
+    name: ClassVar[str] = ""
+    Hparams: ClassVar[type] = LocateHparams
+    uses_preserved: ClassVar[bool] = False  # the -C variants add EditRequest.preserve as constraints
+
+    def __init__(self, hparams: Any | None = None):
+        self.hparams = hparams if hparams is not None else self.Hparams()
+        self._stats: dict[tuple, torch.Tensor] = {}  # (fingerprint, layer) -> C, this instance's memo
+
+    @classmethod
+    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None) -> "LocateEditor":
+        return cls(load_hparams(cls.Hparams, cls.name, model_key, overrides))
+
+    # --- pieces the subclasses compose -------------------------------------------------------------
+    def default_layers(self, n_layers: int, adapter: ModelAdapter) -> list[int]:
+        return [adapter.default_edit_layer(n_layers)]
+
+    def edit_layers(self, model: Any, adapter: ModelAdapter) -> list[int]:
+        n = adapter.n_layers(model)
+        layers = list(self.hparams.layers) if self.hparams.layers else self.default_layers(n, adapter)
+        bad = [l for l in layers if not 0 <= l < n]
+        if bad:
+            raise ValueError(f"{self.name}: layers {bad} out of range for a {n}-layer model; "
+                             f"use --set layers=[...] with values in 0..{n - 1}")
+        return layers
+
+    def second_moments(self, model: Any, tok: Any, adapter: ModelAdapter, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        hp = self.hparams
+        fp = (model_fingerprint(model), hp.stats_corpus, hp.stats_n_samples, hp.stats_max_len, hp.stats_dtype)
+        missing = [l for l in layers if (fp, l) not in self._stats]
+        if missing:
+            found = layer_second_moments(model, tok, adapter, missing, hp.stats_corpus, hp.stats_n_samples,
+                                         hp.stats_max_len, hp.stats_dtype, quiet=hp.quiet)
+            self._stats.update({(fp, l): C for l, C in found.items()})
+        return {l: self._stats[(fp, l)] for l in layers}
+
+    def prefixes(self, model: Any, tok: Any) -> list[str]:
+        return prefix_groups(model, tok, self.hparams.context_prefixes, self.hparams.prefix_seed)
+
+    def keep_keys(self, model: Any, tok: Any, adapter: ModelAdapter, layer: int, requests: Sequence[EditRequest],
+                  prefixes: Sequence[str]) -> torch.Tensor | None:
+        """(d_in, m) keys of the preserved facts (-C variants only), scaled by sqrt(preserve_weight)."""
+        if not self.uses_preserved or not any(r.preserve for r in requests):
+            return None
+        # EditRequest.preserve comes from the harness's held-out constraint pool (krd_train / constraint_facts),
+        # never from the fine-grained facts the evaluation scores.
+        K = preserved_keys(model, tok, adapter, layer, requests, prefixes).T
+        return K * self.hparams.preserve_weight ** 0.5
+
+    def new_result(self, model: Any, adapter: ModelAdapter, layers: Sequence[int]) -> EditResult:
+        return EditResult.snapshot(model, [adapter.ffn_out_weight_name(l) for l in layers])
+
+    def add_delta(self, model: Any, adapter: ModelAdapter, layer: int, delta_out_in: torch.Tensor) -> None:
+        w = adapter.ffn_out_weight(model, layer)
+        with torch.no_grad():
+            w.add_(adapter.delta_to_param(delta_out_in).to(device=w.device, dtype=w.dtype))
+
+    # --- the Editor protocol -----------------------------------------------------------------------
+    def apply(self, model: Any, tok: Any, requests: Sequence[EditRequest]) -> EditResult:
+        if not requests:
+            return EditResult()
+        t0 = time.perf_counter()
+        adapter = adapter_for(model)
+        layers = self.edit_layers(model, adapter)
+        result = self.new_result(model, adapter, layers)
+        timer = Timer(result.timings)
+        with timer("stats"):
+            stats = self.second_moments(model, tok, adapter, layers)
+        with timer("keys"):
+            prefixes = self.prefixes(model, tok)
+        self.edit(model, tok, adapter, layers, requests, prefixes, stats, result, timer)
+        result.timings["total"] = time.perf_counter() - t0
+        result.info.update(editor=self.name, layers=layers, n_requests=len(requests))
+        return result
+
+    def edit(self, model: Any, tok: Any, adapter: ModelAdapter, layers: list[int], requests: Sequence[EditRequest],
+             prefixes: list[str], stats: dict[int, torch.Tensor], result: EditResult, timer: Timer) -> None:
+        raise NotImplementedError

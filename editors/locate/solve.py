@@ -1,0 +1,65 @@
+"""Closed-form updates in float64 on (d_out, d_in) matrices: W k = value, keys are columns.
+
+Shapes: W (d_out, d_in); C (d_in, d_in); K, K_prev, K_keep (d_in, n); R, V (d_out, n); P (d_in, d_in).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _f64(*xs: torch.Tensor | None) -> list[torch.Tensor | None]:
+    return [None if x is None else x.to(torch.float64) for x in xs]
+
+
+def _cols(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(1) if x.dim() == 1 else x
+
+
+def rome_delta(W: torch.Tensor, C: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Minimum-change update under the covariance C that makes (W + Δ) k = v exactly.
+
+    One key: Δ = (v − W k)(C⁻¹k)ᵀ / ((C⁻¹k)ᵀ k), ROME's rank-one solution of
+    min tr(Δ C Δᵀ) s.t. (W + Δ) k = v. Several key columns give the rank-m generalisation
+    Δ = (V − W K)(Kᵀ C⁻¹ K)⁻¹ Kᵀ C⁻¹.
+    """
+    W, C, K, V = _f64(W, C, _cols(k), _cols(v))
+    CinvK = torch.linalg.solve(C, K)  # (d_in, m)
+    gram = K.T @ CinvK  # (m, m)
+    return torch.linalg.solve(gram, (V - W @ K).T).T @ CinvK.T
+
+
+def rome_update(W: torch.Tensor, C: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Ŵ = W + Δ (float64), Δ from rome_delta."""
+    return W.to(torch.float64) + rome_delta(W, C, k, v)
+
+
+def memit_delta(R: torch.Tensor, K: torch.Tensor, C: torch.Tensor, lam: float,
+                K_keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Δ = R Kᵀ (λC + K Kᵀ + K_keep K_keepᵀ)⁻¹: least squares of Δ K ≈ R with λ‖Δ K0‖² (K0 K0ᵀ = C)
+    and, for MEMIT-C, ‖Δ K_keep‖² keeping the preserved keys' outputs unchanged."""
+    R, K, C, K_keep = _f64(_cols(R), _cols(K), C, K_keep)
+    A = lam * C + K @ K.T
+    if K_keep is not None and K_keep.numel():
+        A = A + K_keep @ K_keep.T
+    return torch.linalg.solve(A, K @ R.T).T  # A is symmetric
+
+
+def nullspace_projector(C: torch.Tensor, threshold: float) -> torch.Tensor:
+    """P = U Uᵀ over the eigenvectors of C whose eigenvalues fall below `threshold` (AlphaEdit; 2e-2 upstream)."""
+    evals, evecs = torch.linalg.eigh(C.to(torch.float64))
+    U = evecs[:, evals < threshold]
+    return U @ U.T
+
+
+def alphaedit_delta(R: torch.Tensor, K: torch.Tensor, P: torch.Tensor, K_prev: torch.Tensor | None,
+                    l2: float) -> torch.Tensor:
+    """Δ = R Kᵀ P (K Kᵀ P + K_p K_pᵀ P + L2·I)⁻¹, the null-space-projected update.
+
+    It minimises ‖Δ K − R‖² + ‖Δ K_p‖² + L2‖Δ‖² over Δ = Δ' P, so Δ K0 = 0 for keys in P's null space.
+    """
+    R, K, P, K_prev = _f64(_cols(R), _cols(K), P, K_prev)
+    A = K @ K.T
+    if K_prev is not None and K_prev.numel():
+        A = A + K_prev @ K_prev.T
+    eye = torch.eye(P.shape[0], dtype=torch.float64, device=P.device)
+    return torch.linalg.solve(P @ A + l2 * eye, P @ K @ R.T).T

@@ -1,0 +1,160 @@
+"""The target-value optimisation (METHOD.md §4): find delta so that site + delta at the subject makes the model say o*.
+
+Loss = mean NLL of o* over the prefixed prompts
+     + kl_factor * KL(p_delta || p_0) of the next token after "{subject} is a"  (keeps the subject's essence)
+     + weight_decay * |delta| / |init|^2                                       (the ROME/MEMIT form)
+with Adam, a norm clamp |delta| <= clamp_norm_factor * |init|, and early stopping once the loss falls below
+`loss_threshold`. All prompts of a request share one padded batch: one forward and one backward per step.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from editors.adapters import ModelAdapter
+from editors.base import EditRequest
+from editors.locate.hooks import block_output, ffn_output
+from editors.locate.tokens import last_token_positions, token_at_char, subject_char_span, tokenize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VStarConfig:
+    steps: int = 20
+    lr: float = 0.5
+    weight_decay: float = 0.5
+    kl_factor: float = 0.0625
+    clamp_norm_factor: float = 4.0
+    loss_threshold: float = 0.05
+    kl_prompt: str = "{} is a"
+
+
+@dataclass
+class TargetValue:
+    delta: torch.Tensor  # (d,) float32, the optimised change at the site
+    init: torch.Tensor  # (d,) float32, the site's value at the bare prompt before the edit
+    steps: int  # forward passes run (backward passes = steps - 1 unless the step budget ran out)
+    backward_passes: int
+    loss: float
+    nll: float
+
+    @property
+    def target(self) -> torch.Tensor:
+        return self.init + self.delta
+
+
+@dataclass
+class VStarBatch:
+    """The padded batch of one request: rewriting rows (with o* appended) and then one KL row."""
+
+    inputs: dict[str, torch.Tensor]
+    subject_positions: list[int]
+    target_mask: torch.Tensor  # (n_rewrite, T-1) 1 where logits[:, j] predict a target token
+    target_ids: torch.Tensor  # (n_rewrite, T-1)
+    n_rewrite: int
+    kl_position: int
+
+
+def build_batch(tok: Any, request: EditRequest, prefixes: Sequence[str], kl_prompt: str, device: Any) -> VStarBatch:
+    contexts = ["", *prefixes]
+    rewrite = [c + request.prompt + " " + request.target_new for c in contexts]
+    kl_text = kl_prompt.format(request.subject)
+    texts = rewrite + [kl_text]
+    enc = tokenize(tok, texts, "right", offsets=True)
+    offsets, mask = enc.pop("offset_mapping"), enc["attention_mask"]
+    positions = []
+    for i, text in enumerate(texts):
+        start = len(contexts[i]) if i < len(rewrite) else 0
+        _, end = subject_char_span(text, request.subject, start)
+        positions.append(token_at_char(offsets[i], mask[i], end - 1))
+    n = len(rewrite)
+    tmask = torch.zeros(n, enc["input_ids"].shape[1] - 1)
+    for i, c in enumerate(contexts):
+        boundary = len(c) + len(request.prompt)  # the target starts at the space after the prompt
+        starts = offsets[i, 1:, 0]
+        real = (mask[i, 1:] == 1) & (offsets[i, 1:, 1] > offsets[i, 1:, 0])
+        tmask[i] = (real & (starts >= boundary)).float()
+        if tmask[i].sum() == 0:
+            raise ValueError(f"case {request.case_id}: target {request.target_new!r} produced no tokens")
+    return VStarBatch(inputs={k: v.to(device) for k, v in enc.items()}, subject_positions=positions,
+                      target_mask=tmask.to(device), target_ids=enc["input_ids"][:n, 1:].to(device), n_rewrite=n,
+                      kl_position=last_token_positions(mask[n:])[0])
+
+
+def site_intervention(model: Any, adapter: ModelAdapter, layer: int, site: str) -> Callable[..., ContextManager]:
+    """The default intervention: add delta to the FFN output (ROME) or the block output (MEMIT) at positions."""
+    hook = {"ffn_output": ffn_output, "block_output": block_output}[site]
+    return lambda delta, positions: hook(model, adapter, layer, positions, add=delta)
+
+
+@contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """Turn off parameter grads while optimising delta, so backward computes only what delta needs."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: int, request: EditRequest,
+                          prefixes: Sequence[str], cfg: VStarConfig, site: str = "ffn_output",
+                          intervention: Callable[..., ContextManager] | None = None,
+                          init: torch.Tensor | None = None) -> TargetValue:
+    """Optimise delta at `site` of `layer` (at the last subject token of every prompt) for request's o*.
+
+    `intervention(delta, positions)` may replace the default hook (e.g. DiKE edits a disentangled component);
+    then `init` (the reference vector for the clamp and weight decay) must be given.
+    """
+    device = next(model.parameters()).device
+    batch = build_batch(tok, request, prefixes, cfg.kl_prompt, device)
+    custom = intervention is not None
+    if custom and init is None:
+        raise ValueError("a custom intervention needs `init`, the vector the norm clamp is relative to")
+    intervene = intervention or site_intervention(model, adapter, layer, site)
+    width = init.numel() if custom else model.config.hidden_size
+    delta = torch.zeros(width, device=device, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    kl_init = None
+    n_fwd = n_bwd = 0
+    loss_val = nll_val = float("nan")
+    n = batch.n_rewrite
+    with frozen(model):
+        for step in range(cfg.steps):
+            with intervene(delta, batch.subject_positions) as s:
+                logits = model(**batch.inputs, use_cache=False).logits
+            n_fwd += 1
+            if init is None:
+                init = s.value[0].detach().float()  # bare prompt, delta = 0 at step 0
+            logp = logits[:n, :-1].float().log_softmax(-1)
+            tok_nll = -logp.gather(-1, batch.target_ids.unsqueeze(-1)).squeeze(-1)
+            nll = ((tok_nll * batch.target_mask).sum(1) / batch.target_mask.sum(1)).mean()
+            kl_logp = logits[n, batch.kl_position].float().log_softmax(-1)
+            if kl_init is None:
+                kl_init = kl_logp.detach()
+            kl = cfg.kl_factor * F.kl_div(kl_init, kl_logp, log_target=True, reduction="sum")
+            decay = cfg.weight_decay * delta.norm() / init.norm() ** 2
+            loss = nll + kl + decay
+            loss_val, nll_val = loss.item(), nll.item()
+            log.debug("case %s step %d loss %.3f nll %.3f", request.case_id, step, loss_val, nll_val)
+            if loss_val < cfg.loss_threshold or step == cfg.steps - 1:
+                break
+            opt.zero_grad()
+            loss.backward()
+            n_bwd += 1
+            opt.step()
+            with torch.no_grad():
+                max_norm = cfg.clamp_norm_factor * init.norm()
+                if delta.norm() > max_norm:
+                    delta.mul_(max_norm / delta.norm())
+    return TargetValue(delta=delta.detach().float(), init=init.detach().float(), steps=n_fwd,
+                       backward_passes=n_bwd, loss=loss_val, nll=nll_val)

@@ -1,0 +1,62 @@
+"""ROME (Meng et al. 2022): a rank-one update of one FFN output matrix per edit; ROME-C adds preserved facts.
+
+For each request, in turn (as upstream ROME applies a batch):
+  k* = mean key at the last subject token over the bare prompt and the context prefixes;
+  δ  = the change of the FFN output there that makes the model say o* (editors.locate.vstar);
+  v* = W k* + δ;   Ŵ = W + (v* − W k*)(C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀ k*).
+ROME-C replaces C by λC + K_p K_pᵀ, K_p the keys of the subject's preserved facts (EditRequest.preserve).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from editors.adapters import ModelAdapter
+from editors.base import EditRequest, EditResult
+from editors.locate.editor import LocateEditor, LocateHparams, Timer
+from editors.locate.keys import compute_keys
+from editors.locate.solve import rome_delta
+from editors.locate.vstar import optimise_target_value
+
+
+@dataclass
+class RomeHparams(LocateHparams):
+    pass
+
+
+class RomeEditor(LocateEditor):
+    name = "rome"
+    Hparams = RomeHparams
+
+    def edit(self, model: Any, tok: Any, adapter: ModelAdapter, layers: list[int], requests: Sequence[EditRequest],
+             prefixes: list[str], stats: dict[int, torch.Tensor], result: EditResult, timer: Timer) -> None:
+        hp = self.hparams
+        layer = layers[0]
+        C = stats[layer]
+        steps = []
+        for req in requests:
+            with timer("keys"):
+                k = compute_keys(model, tok, adapter, layer, [req], prefixes)[0]
+                K_keep = self.keep_keys(model, tok, adapter, layer, [req], prefixes)
+            with timer("vstar"):
+                tv = optimise_target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), site="ffn_output")
+            with timer("solve"):
+                W = adapter.weight_as_out_in(adapter.ffn_out_weight(model, layer)).to(torch.float64)
+                k64 = k.to(W)
+                v = W @ k64 + tv.delta.to(W)
+                C_eff = C.to(W)
+                if K_keep is not None:
+                    K_keep = K_keep.to(W)
+                    C_eff = hp.mom2_update_weight * C_eff + K_keep @ K_keep.T
+                self.add_delta(model, adapter, layer, rome_delta(W, C_eff, k64, v))
+            steps.append(tv.steps)
+        result.info.update(vstar_steps=steps)
+
+
+class RomeCEditor(RomeEditor):
+    """ROME with the edited subject's other (held-out) facts as preservation constraints."""
+
+    name = "rome_c"
+    uses_preserved = True
