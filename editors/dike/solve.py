@@ -1,0 +1,29 @@
+"""DKE's closed-form update (METHOD.md §5.2, step 4), float64 on (d_out, d_in) matrices.
+
+The four-term objective
+    ‖Ŵk* − v*‖² + λ‖ŴK0 − V0‖² + ‖W3(Ŵk* − v0)‖² + λ‖W3(ŴK0 − V0)‖²,   v0 = W k*, V0 = W K0, C = K0 K0ᵀ
+has normal equations A Δ (λC + k*k*ᵀ) = (v* − W k*) k*ᵀ with A = W3ᵀW3 + I, so
+    Δ = A⁻¹ Δ_MEMIT,  Δ_MEMIT = (v* − W k*) k*ᵀ (λC + k*k*ᵀ)⁻¹.
+It only factors like this because the W3 terms mirror *both* plain terms; with three terms it does not.
+"""
+from __future__ import annotations
+
+import torch
+
+from editors.locate.solve import memit_delta
+
+
+def fik_precondition(delta: torch.Tensor, W3: torch.Tensor) -> torch.Tensor:
+    """(W3ᵀW3 + I)⁻¹ Δ in float64: the fine-grained-knowledge (FIK) factor that keeps W3·value unchanged."""
+    W3 = W3.to(torch.float64)
+    A = W3.T @ W3 + torch.eye(W3.shape[1], dtype=torch.float64, device=W3.device)
+    return torch.linalg.solve(A, delta.to(torch.float64))
+
+
+def dike_delta(R: torch.Tensor, K: torch.Tensor, C: torch.Tensor, lam: float, W3: torch.Tensor | None) -> torch.Tensor:
+    """Δ for residuals R = V* − W K* (d_out, n) and keys K* (d_in, n), stacked column-wise.
+
+    W3=None is the w/o-FIK ablation: plain Δ_MEMIT.
+    """
+    delta = memit_delta(R, K, C, lam)
+    return delta if W3 is None else fik_precondition(delta, W3)
