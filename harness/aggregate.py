@@ -1,6 +1,7 @@
 """Aggregating per-case metric values into means with seeded bootstrap 95 % confidence intervals."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -24,7 +25,8 @@ def _combine(metric: Metric, comps: list[np.ndarray]) -> np.ndarray:
             out = len(comps) / np.sum(1.0 / stacked, axis=0)
         return np.where(np.any(stacked <= 0, axis=0), 0.0, out)
     if metric.aggregation == "mean_of":
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
             return np.nanmean(stacked, axis=0)
     raise ValueError(f"unknown aggregation {metric.aggregation!r} for {metric.name}")
 
@@ -53,8 +55,9 @@ def aggregate(rows: Sequence[Mapping[str, float | None]], metrics: Sequence[Metr
         counts[m.name] = int(ok.sum())
         point[m.name] = float(vals[ok].mean())
         sample = vals[idx]
-        with np.errstate(invalid="ignore"):
-            boot[m.name] = np.nanmean(sample, axis=1)  # a resample with no value for m gives NaN, dropped below
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no value gives NaN, dropped below
+            boot[m.name] = np.nanmean(sample, axis=1)
     for m in metrics:
         if m.aggregation == "mean" or not all(c in point for c in m.components if m.aggregation == "hmean"):
             continue
