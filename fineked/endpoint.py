@@ -1,0 +1,115 @@
+"""The local SPARQL endpoint: the bundled snapshot loaded once into Oxigraph, served read-only on 127.0.0.1."""
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from fineked.paths import SNAPSHOT, cache_dir, file_sha256
+from fineked.sparql import SparqlError
+
+log = logging.getLogger(__name__)
+
+
+def oxigraph_binary() -> str:
+    exe = shutil.which("oxigraph")
+    if exe is None:
+        raise SparqlError("the `oxigraph` server binary is missing; run `pip install oxigraph==0.5.13`")
+    return exe
+
+
+def store_for(snapshot: Path = SNAPSHOT) -> Path:
+    """The Oxigraph store for a snapshot, keyed by its sha256; loaded once, then reused."""
+    if not snapshot.exists():
+        raise FileNotFoundError(f"snapshot {snapshot} not found; run scripts/make_snapshot.py")
+    store = cache_dir() / "oxigraph" / file_sha256(snapshot)[:16]
+    if (store / ".loaded").exists():
+        return store
+    tmp = store.with_name(store.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    log.info("loading %s into Oxigraph (once)", snapshot.name)
+    proc = subprocess.run([oxigraph_binary(), "load", "--location", str(tmp), "--file", str(snapshot)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or ["no message"])[0]
+        raise SparqlError(f"oxigraph load of {snapshot} failed: {first}")
+    (tmp / ".loaded").write_text(snapshot.name + "\n")
+    shutil.rmtree(store, ignore_errors=True)
+    tmp.rename(store)  # atomic: a killed load never leaves a half-filled store behind
+    return store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    body = urllib.parse.urlencode({"query": "ASK {}"}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Accept": "application/sparql-results+json"})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class LocalEndpoint:
+    """`with LocalEndpoint() as ep: ep.url` -> http://127.0.0.1:PORT/query, stopped on exit."""
+
+    def __init__(self, port: int | None = None, snapshot: Path = SNAPSHOT, startup_timeout: float = 30.0):
+        self.port = port or free_port()
+        self.snapshot = snapshot
+        self.startup_timeout = startup_timeout
+        self.url = f"http://127.0.0.1:{self.port}/query"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return "sha256:" + file_sha256(self.snapshot)
+
+    def start(self) -> LocalEndpoint:
+        store = store_for(self.snapshot)
+        self.proc = subprocess.Popen(
+            [oxigraph_binary(), "serve-read-only", "--location", str(store), "--bind", f"127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace").strip().splitlines() if self.proc.stderr else []
+                raise SparqlError(f"oxigraph exited at start-up on port {self.port}: {err[-1] if err else 'no message'}"
+                                  "; pick another --port")
+            if _answers(self.url):
+                log.info("local endpoint ready at %s", self.url)
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise SparqlError(f"oxigraph did not answer on {self.url} within {self.startup_timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def __enter__(self) -> LocalEndpoint:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,61 @@
+"""`fineked publish`: upload a build's folder (card + parquet) to the Hugging Face Hub, or dry-run it locally."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from fineked.export import UPLOAD_PATHS
+from fineked.records import LEVELS
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(FileNotFoundError):
+    """Missing build or bad upload folder (shown as one line)."""
+
+
+def upload_folder(data: Path, dest: Path) -> Path:
+    """Copy exactly what would be uploaded (README.md, data/, krd_train/) into dest."""
+    for p in UPLOAD_PATHS:
+        if not (data / p).exists():
+            raise PublishError(f"{data / p} is missing; run `fineked build --out {data}` first")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for p in UPLOAD_PATHS:
+        src = data / p
+        if src.is_dir():
+            shutil.copytree(src, dest / p)
+        else:
+            shutil.copy2(src, dest / p)
+    return dest
+
+
+def verify_folder(folder: Path) -> dict[str, int]:
+    """load_dataset(folder) must read every split of both configs; returns rows per split."""
+    from datasets import load_dataset
+
+    counts = {}
+    for lv in LEVELS:
+        counts[lv] = len(load_dataset(str(folder), split=lv))
+    counts["krd_train"] = len(load_dataset(str(folder), "krd_train", split="train"))
+    return counts
+
+
+def publish(data: Path, repo_id: str, private: bool = False, dry_run: bool = False,
+            staging: Path | None = None) -> dict:
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PublishError(f"--repo-id {repo_id!r} must look like ORG/NAME")
+    folder = upload_folder(data, staging or data.parent / f"{data.name}-upload")
+    counts = verify_folder(folder)
+    if dry_run:
+        return {"folder": str(folder), "rows": counts, "uploaded": False}
+    from huggingface_hub import HfApi
+
+    api = HfApi()  # token from HF_TOKEN or `hf auth login`; never read or printed here
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
+                               commit_message="Upload FINE-KED build")
+    return {"folder": str(folder), "rows": counts, "uploaded": True, "repo_url": str(url),
+            "commit": getattr(commit, "oid", None)}
