@@ -72,6 +72,8 @@ def corpus_tag(corpus: str) -> str:
             return "bundled-" + hashlib.sha256(BUNDLED.read_bytes()).hexdigest()[:8]
         return corpus
     path = Path(corpus)
+    if not path.is_file():
+        raise StatsError(f"unknown statistics corpus {corpus!r}; use identity, bundled, wikitext or a text file")
     return f"{path.stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}"
 
 
