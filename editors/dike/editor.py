@@ -1,0 +1,137 @@
+"""DiKE's edit, DKE (METHOD.md §5.2), on the shared locate-and-edit machinery.
+
+For each request, at the edit layer l (one layer):
+  z_r, z_u = KRD(h_s, h_r) of the bare edit prompt;
+  δ* = argmin NLL(o*) with h_s*(δ) = W5(z_r + δ) + W6 z_u in place of h_s (the shared v* optimiser, with the
+       same prefixes, KL term, decay, clamp and early stop as MEMIT; the shift h_s*(δ) − h_s is applied in
+       every prefixed context, as MEMIT applies its δ);
+  v* = h_s*(δ*) − h_s^p, h_s^p = h_s − W k, so the residual is R = v* − W k = h_s*(δ*) − h_s (MEMIT's convention);
+  Δ = (W3ᵀW3 + I)⁻¹ R K*ᵀ (λC + K* K*ᵀ)⁻¹ with keys/residuals of a batch stacked column-wise.
+Ablations: no_tke takes R from MEMIT's v* on the entangled h_s; no_fik drops (W3ᵀW3 + I)⁻¹; no_ctr / no_kc
+load the KRD trained without that loss (`fineked train-krd --no-ctr` / `--no-kc`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from editors.adapters import ModelAdapter
+from editors.base import EditRequest, EditResult
+from editors.dike.checkpoint import KRDCheckpointError, checkpoint_dir, load_krd
+from editors.dike.solve import dike_delta
+from editors.dike.states import subject_and_relation_states
+from editors.locate.editor import LocateEditor, Timer
+from editors.locate.fingerprint import model_fingerprint
+from editors.locate.hooks import block_output
+from editors.locate.keys import compute_keys
+from editors.locate.vstar import optimise_target_value
+from editors.memit import MemitHparams
+
+
+@dataclass
+class DikeHparams(MemitHparams):
+    """MEMIT's hparams (same keys, statistics, λ and v* settings) plus the KRD and the ablation flags."""
+
+    repr_layer: int | None = None  # l_r; None: the adapter's default (~75 % depth)
+    krd_path: str | None = None  # a checkpoint folder; None: the cache's folder for this model, layers and variant
+    no_ctr: bool = False
+    no_kc: bool = False
+    no_tke: bool = False
+    no_fik: bool = False
+
+    @property
+    def krd_variant(self) -> str:
+        flags = [f for f in ("no_ctr", "no_kc") if getattr(self, f)]
+        return "+".join(flags) or "full"
+
+
+def model_name(model: Any) -> str:
+    return str(getattr(model.config, "name_or_path", "") or "MODEL").rstrip("/").split("/")[-1] or "MODEL"
+
+
+class DikeEditor(LocateEditor):
+    name = "dike"
+    Hparams = DikeHparams
+
+    def __init__(self, hparams: Any | None = None):
+        super().__init__(hparams)
+        self._krd: dict[tuple, Any] = {}
+
+    def default_layers(self, n_layers: int, adapter: ModelAdapter) -> list[int]:
+        return [adapter.default_edit_layer(n_layers)]
+
+    def repr_layer(self, model: Any, adapter: ModelAdapter) -> int:
+        n = adapter.n_layers(model)
+        return self.hparams.repr_layer if self.hparams.repr_layer is not None else adapter.default_repr_layer(n)
+
+    def krd_dir(self, model: Any, layer: int, repr_layer: int) -> Path:
+        if self.hparams.krd_path:
+            return Path(self.hparams.krd_path)
+        return checkpoint_dir(model_fingerprint(model), layer, repr_layer, self.hparams.krd_variant)
+
+    def load_krd(self, model: Any, layer: int, repr_layer: int) -> Any:
+        path = self.krd_dir(model, layer, repr_layer)
+        key = (str(path), model_fingerprint(model), layer, repr_layer)
+        if key not in self._krd:
+            name = model_name(model)
+            flags = "".join(f" --{f.replace('_', '-')}" for f in ("no_ctr", "no_kc") if getattr(self.hparams, f))
+            if not (path / "krd.safetensors").exists():
+                raise KRDCheckpointError(f"dike needs a KRD for {name} at layers l={layer}, l_r={repr_layer}; "
+                                         f"run `fineked train-krd --model {name}{flags}` (or --set krd_path=DIR)")
+            self._krd[key] = load_krd(path, model_fingerprint(model), layer, repr_layer, name)
+        return self._krd[key]
+
+    def edit(self, model: Any, tok: Any, adapter: ModelAdapter, layers: list[int], requests: Sequence[EditRequest],
+             prefixes: list[str], stats: dict[int, torch.Tensor], result: EditResult, timer: Timer) -> None:
+        hp = self.hparams
+        if len(layers) != 1:
+            raise ValueError(f"dike edits one layer (h_s's layer l); got layers={layers}. Use --set layers=[l]")
+        layer = layers[0]
+        l_r = self.repr_layer(model, adapter)
+        krd = None if (hp.no_tke and hp.no_fik) else self.load_krd(model, layer, l_r)
+        residuals, steps = [], []
+        for req in requests:
+            with timer("vstar"):
+                if hp.no_tke:  # w/o TKE: MEMIT's v* on the entangled h_s
+                    tv = optimise_target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(),
+                                               site="block_output")
+                    residuals.append(tv.delta)
+                else:
+                    residual, tv = self.related_component_residual(model, tok, adapter, layer, l_r, krd.krd, req,
+                                                                   prefixes)
+                    residuals.append(residual)
+            steps.append(tv.steps)
+        R = torch.stack(residuals, dim=1)  # (d, n)
+        with timer("keys"):
+            K = compute_keys(model, tok, adapter, layer, requests, prefixes).T  # (d_in, n)
+        with timer("solve"):
+            C = stats[layer].to(device=K.device, dtype=torch.float64)
+            W3 = None if hp.no_fik else krd.krd.W3.weight.detach().to(K.device)
+            delta = dike_delta(R.to(K.device), K, C, hp.mom2_update_weight, W3)
+            self.add_delta(model, adapter, layer, delta)
+        result.info.update(vstar_steps=steps, repr_layer=l_r, krd=None if krd is None else str(krd.directory),
+                           residual_norms=[float(r.norm()) for r in residuals])
+
+    def related_component_residual(self, model: Any, tok: Any, adapter: ModelAdapter, layer: int, l_r: int, krd: Any,
+                                   req: EditRequest, prefixes: list[str]) -> tuple[torch.Tensor, Any]:
+        """(h_s*(δ*) − h_s, the optimiser's TargetValue) for one request, δ* optimised on z_r only."""
+        h_s, h_r = subject_and_relation_states(model, tok, adapter, layer, l_r, [req.prompt], [req.subject])
+        device = next(model.parameters()).device
+        h_s, h_r = h_s[0].to(device), h_r[0].to(device)
+        krd = krd.to(device)
+        with torch.no_grad():
+            z_r, z_u = krd.components(h_s, h_r)
+
+        def shift(delta: torch.Tensor) -> torch.Tensor:
+            return krd.recompose(z_r + delta, z_u) - h_s
+
+        def intervention(delta: torch.Tensor, positions: Sequence[int]):
+            return block_output(model, adapter, layer, positions, add=shift(delta))
+
+        tv = optimise_target_value(model, tok, adapter, layer, req, prefixes, self.hparams.vstar(),
+                                   intervention=intervention, init=z_r)
+        with torch.no_grad():
+            return shift(tv.delta.to(device)).float().cpu(), tv

@@ -1,0 +1,94 @@
+"""The dike editor on the three tiny families: it edits, restores bit-exactly, and its flags mean what they say."""
+import pytest
+import torch
+
+from editors.adapters import adapter_for
+from editors.base import EditRequest, parameter_digests
+from editors.dike.states import subject_and_relation_states
+from editors.dike.checkpoint import KRDCheckpointError, save_krd
+from editors.dike.train import KRDTrainConfig, train_krd
+from editors.locate.fingerprint import model_fingerprint
+from editors.registry import make_editor
+from editors.tiny import tiny_model_and_tokenizer
+from tests.test_krd_training import tiny_samples
+
+LAYER, REPR = 1, 2
+FAST = dict(layers=[LAYER], repr_layer=REPR, stats_corpus="identity", context_prefixes=[[3, 2]],
+            v_num_grad_steps=8, mom2_update_weight=1.0, quiet=True)
+REQUESTS = [EditRequest("c1", "The capital of France is", "France", "Berlin", "Paris"),
+            EditRequest("c2", "France is located in the continent of", "France", "Asia", "Europe")]
+
+
+@pytest.fixture(scope="module", params=["gpt2", "gptj", "llama"])
+def tiny(request, tmp_path_factory):
+    model, tok = tiny_model_and_tokenizer(request.param)
+    ad = adapter_for(model)
+    res = train_krd(model, tok, ad, tiny_samples(), KRDTrainConfig(layer=LAYER, repr_layer=REPR, epochs=1,
+                                                                    batch_size=8), quiet=True)
+    path = tmp_path_factory.mktemp(f"krd-{request.param}")
+    save_krd(path, res.krd, {"model_fingerprint": model_fingerprint(model), "layer": LAYER, "repr_layer": REPR})
+    return model, tok, ad, path
+
+
+def test_dike_edits_and_restores_bit_exactly(tiny):
+    model, tok, ad, path = tiny
+    names = [n for n, _ in model.named_parameters()]
+    before = parameter_digests(model, names)
+    editor = make_editor("dike", "tiny", {**FAST, "krd_path": str(path)})
+    result = editor.apply(model, tok, REQUESTS)
+    after = parameter_digests(model, names)
+    changed = [n for n in names if before[n] != after[n]]
+    assert changed == [ad.ffn_out_weight_name(LAYER)]
+    result.restore(model)
+    assert parameter_digests(model, names) == before
+
+
+def _h_s(model, tok, ad, req):
+    return subject_and_relation_states(model, tok, ad, LAYER, REPR, [req.prompt], [req.subject])[0][0].double()
+
+
+@pytest.mark.parametrize("spec", ["dike", "dike[no_fik]"])
+def test_update_moves_h_s_by_the_preconditioned_residual(tiny, spec):
+    """Bare-prompt keys only and λ → 0: the edit shifts h_s by (W3ᵀW3 + I)⁻¹ R (full) or R (no_fik)."""
+    model, tok, ad, path = tiny
+    req = REQUESTS[0]
+    h0 = _h_s(model, tok, ad, req)
+    ed = make_editor(spec, "tiny", {**FAST, "krd_path": str(path), "context_prefixes": [], "mom2_update_weight": 1e-6})
+    res = ed.apply(model, tok, [req])
+    shift = _h_s(model, tok, ad, req) - h0
+    res.restore(model)
+    if spec == "dike":
+        W3 = ed.load_krd(model, LAYER, REPR).krd.W3.weight.double()
+        shift = (W3.T @ W3 + torch.eye(W3.shape[0], dtype=torch.float64)) @ shift
+    (r_norm,) = res.info["residual_norms"]
+    assert r_norm > 0 and abs(shift.norm().item() - r_norm) < 1e-3 * r_norm
+
+
+def test_flags_change_the_update_and_no_tke_no_fik_is_memit(tiny):
+    model, tok, ad, path = tiny
+    w = ad.ffn_out_weight(model, LAYER)
+
+    def delta(spec, **extra):
+        ed = make_editor(spec, "tiny", {**FAST, "krd_path": str(path), **extra})
+        w0 = w.detach().clone()
+        res = ed.apply(model, tok, REQUESTS[:1])
+        d = (w.detach() - w0).clone()
+        res.restore(model)
+        assert torch.equal(w, w0)
+        return d
+
+    full, no_fik, no_tke = delta("dike"), delta("dike[no_fik]"), delta("dike[no_tke]")
+    plain = delta("dike[no_tke,no_fik]")
+    assert not torch.allclose(full, no_fik) and not torch.allclose(full, no_tke)
+    memit = make_editor("memit", "tiny", {k: v for k, v in FAST.items() if k != "repr_layer"})
+    w0 = w.detach().clone()
+    res = memit.apply(model, tok, REQUESTS[:1])
+    assert torch.allclose(w.detach() - w0, plain, atol=1e-6)
+    res.restore(model)
+
+
+def test_missing_krd_names_the_command(tiny, tmp_path):
+    model, tok, _, _ = tiny
+    ed = make_editor("dike[no_kc]", "tiny", {**FAST, "krd_path": str(tmp_path / "none")})
+    with pytest.raises(KRDCheckpointError, match="fineked train-krd --model .* --no-kc"):
+        ed.apply(model, tok, REQUESTS[:1])
