@@ -1,6 +1,7 @@
 """The local SPARQL endpoint: the bundled snapshot loaded once into Oxigraph, served read-only on 127.0.0.1."""
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 import socket
@@ -31,18 +32,21 @@ def store_for(snapshot: Path = SNAPSHOT) -> Path:
     store = cache_dir() / "oxigraph" / file_sha256(snapshot)[:16]
     if (store / ".loaded").exists():
         return store
-    tmp = store.with_name(store.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    log.info("loading %s into Oxigraph (once)", snapshot.name)
-    proc = subprocess.run([oxigraph_binary(), "load", "--location", str(tmp), "--file", str(snapshot)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        first = (proc.stderr.strip().splitlines() or ["no message"])[0]
-        raise SparqlError(f"oxigraph load of {snapshot} failed: {first}")
-    (tmp / ".loaded").write_text(snapshot.name + "\n")
-    shutil.rmtree(store, ignore_errors=True)
-    tmp.rename(store)  # atomic: a killed load never leaves a half-filled store behind
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.parent / f"{store.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once load it only once
+        if (store / ".loaded").exists():
+            return store
+        # RocksDB stores cannot be renamed after loading, so load in place; the marker says "complete".
+        shutil.rmtree(store, ignore_errors=True)
+        log.info("loading %s into Oxigraph (once)", snapshot.name)
+        proc = subprocess.run([oxigraph_binary(), "load", "--location", str(store), "--file", str(snapshot)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            shutil.rmtree(store, ignore_errors=True)
+            first = (proc.stderr.strip().splitlines() or ["no message"])[0]
+            raise SparqlError(f"oxigraph load of {snapshot} failed: {first}")
+        (store / ".loaded").write_text(snapshot.name + "\n")
     return store
 
 
@@ -85,7 +89,7 @@ class LocalEndpoint:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace").strip().splitlines() if self.proc.stderr else []
-                raise SparqlError(f"oxigraph exited at start-up on port {self.port}: {err[-1] if err else 'no message'}"
+                raise SparqlError(f"oxigraph exited at start-up on port {self.port}: {err[0] if err else 'no message'}"
                                   "; pick another --port")
             if _answers(self.url):
                 log.info("local endpoint ready at %s", self.url)
