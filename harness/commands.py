@@ -1,0 +1,122 @@
+"""`fineked run`, `fineked report` and `fineked leaderboard`."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+
+TINY_PREFIX = "tiny:"  # tiny:gpt2 / tiny:gptj / tiny:llama: random test models, no download
+
+
+def load_named_model(name: str) -> tuple[Any, Any, str]:
+    """(model, tokenizer, hparams key) for a model name; `tiny:FAMILY` gives a unit-test model."""
+    if name.startswith(TINY_PREFIX):
+        from editors.tiny import TOKENIZER_STYLE, tiny_model_and_tokenizer
+        family = name[len(TINY_PREFIX):]
+        if family not in TOKENIZER_STYLE:
+            raise UserError(f"unknown tiny model {name!r}; use one of "
+                            + ", ".join(TINY_PREFIX + f for f in TOKENIZER_STYLE))
+        model, tok = tiny_model_and_tokenizer(family)
+        return model, tok, "tiny"
+    from editors.models import load_model, model_key
+    model, tok = load_model(name)
+    return model, tok, model_key(name)
+
+
+def default_out(dataset: str, model_key: str, editor: str, mode: str, batch: int) -> Path:
+    tag = mode if mode == "single" else f"{mode}{batch}"
+    safe = "".join(c if c.isalnum() or c in "-_.[]," else "_" for c in editor)
+    return Path("runs") / f"{dataset}__{model_key}__{safe}__{tag}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from editors.hparams import parse_overrides
+    from harness.datasets import load_dataset
+    from harness.runner import Run, RunConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = RunConfig(model=args.model, editor=args.editor, mode=args.mode, batch_size=args.batch_size,
+                    eval_every=args.eval_every, seed=args.seed, overrides=parse_overrides(args.set),
+                    gen_tokens=args.fluency_tokens, score_batch_size=args.score_batch_size)
+    dataset = load_dataset(args.dataset, args.split)
+    if not dataset.records:
+        raise UserError(f"dataset {args.dataset!r} has no records")
+    model, tok, key = load_named_model(args.model)
+    from editors.registry import parse_editor_spec
+    base, flags = parse_editor_spec(args.editor)
+    name = f"{base}[{','.join(flags)}]" if flags else base  # as editors.registry.display_name will say
+    out = Path(args.out) if args.out else default_out(dataset.name, key, name, args.mode, args.batch_size)
+    command = " ".join(shlex.quote(a) for a in ["fineked", *(getattr(args, "argv", None) or sys.argv[1:])])
+    run = Run(cfg, dataset, model, tok, out, key, limit=args.limit, quiet=args.quiet,
+              check_restore=args.check_restore, command=command)
+    summary = run.execute()
+    if not args.quiet:
+        from harness.metrics import METRIC_BY_NAME
+        shown = [k for k in ("ES", "PS", "NS", "Score", "tok_locality", "RLoc_tok_avg", "RLoc_prob_avg", "fluency")
+                 if k in summary]
+        print(f"{out}: " + ", ".join(
+            f"{k} {summary[k]['value'] * (100 if METRIC_BY_NAME[k].percent else 1):.1f}" for k in shown)
+            + f" (n={summary[shown[0]]['n'] if shown else 0})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    out = Path(args.out)
+    tables = write_report(args.run_dirs, out)
+    for name, md in tables.items():
+        print(f"## {name}\n\n{md}")
+    print(f"tables and charts in {out}/", file=sys.stderr)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.report import write_leaderboard
+
+    n = write_leaderboard(args.run_dirs, Path(args.out))
+    print(f"{args.out}: {n} rows")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("run", help="edit -> evaluate -> restore over a dataset (resumable)")
+    p.add_argument("--editor", required=True, help="registry name, optionally with flags: ft, rome, dike[no_fik]")
+    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m (default), a hub id, a local folder, "
+                   "or tiny:gpt2|tiny:gptj|tiny:llama")
+    p.add_argument("--dataset", default="counterfact",
+                   help="FINE-KED folder or hub id (with --split), counterfact, counterfact:PATH, or FILE.jsonl")
+    p.add_argument("--split", choices=["easy", "middle", "hard"], help="FINE-KED level")
+    p.add_argument("--mode", default="single", choices=["single", "batch", "subject", "sequential"])
+    p.add_argument("--batch-size", type=int, default=1, help="edits per apply() (batch/subject/sequential)")
+    p.add_argument("--eval-every", type=int, default=0, help="sequential: evaluate every N edits")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override an editor hparam (repeatable)")
+    p.add_argument("--limit", type=int, help="only the first N cases (a later larger --limit resumes)")
+    p.add_argument("--out", help="run directory (default runs/DATASET__MODEL__EDITOR__MODE)")
+    p.add_argument("--fluency-tokens", type=int, default=0,
+                   help="greedy tokens generated from each subject for the fluency metric (0: off)")
+    p.add_argument("--score-batch-size", type=int, default=32, help="(prompt, target) pairs per forward pass")
+    p.add_argument("--check-restore", action="store_true", help="verify bit-exact restores by tensor hashes")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="Markdown/CSV/LaTeX tables per dataset and R-Loc charts from run dirs")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", default="reports", help="output folder (default reports/)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("leaderboard", help="merge runs into a leaderboard CSV")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", required=True, help="leaderboards/NAME.csv")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_leaderboard)

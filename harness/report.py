@@ -1,0 +1,217 @@
+"""Reports from run directories: Markdown, CSV and LaTeX tables per dataset, an R-Loc bar chart, leaderboards.
+
+Columns come from the metric table (harness.metrics.METRICS): every metric with values in some run,
+in table order, shown x100 when the metric says so. No metric is special-cased here.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from fineked.records import LEVELS
+from harness.aggregate import Aggregate, aggregate
+from harness.errors import UserError
+from harness.metrics import METRIC_BY_NAME, METRICS, Metric
+from harness.runner import read_results
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    path: Path
+    manifest: dict[str, Any]
+    manifest_hash: str
+    rows: list[dict[str, Any]]  # per-case metric dicts
+    aggregates: dict[str, Aggregate]
+
+    @property
+    def dataset(self) -> str:
+        return self.manifest["dataset"]["name"]
+
+    @property
+    def editor(self) -> str:
+        return self.manifest["editor"]
+
+    @property
+    def model(self) -> str:
+        return self.manifest["model"]
+
+    @property
+    def setting(self) -> str:
+        c = self.manifest["config"]
+        return "single" if c["mode"] == "single" else f"{c['mode']} B={c['batch_size']}"
+
+
+def load_run(path: str | Path, n_boot: int = 1000) -> RunData:
+    path = Path(path)
+    mpath = path / "manifest.json"
+    if not mpath.exists():
+        raise UserError(f"{path} is not a run directory (no manifest.json); pass folders written by `fineked run`")
+    raw = mpath.read_bytes()
+    manifest = json.loads(raw)
+    rows = [ln["metrics"] for ln in read_results(path / "results.jsonl")]
+    if not rows:
+        raise UserError(f"{path} has no finished cases yet; rerun its `fineked run` command to finish it")
+    return RunData(path, manifest, hashlib.sha256(raw).hexdigest()[:12], rows,
+                   aggregate(rows, n_boot=n_boot, seed=manifest.get("seed", 0)))
+
+
+def _scale(m: Metric, x: float) -> float:
+    return 100 * x if m.percent else x
+
+
+def fmt(m: Metric, a: Aggregate) -> str:
+    digits = 1 if m.percent else 2
+    return f"{_scale(m, a.value):.{digits}f} [{_scale(m, a.lo):.{digits}f}, {_scale(m, a.hi):.{digits}f}]"
+
+
+def columns(runs: Sequence[RunData]) -> list[Metric]:
+    present = {k for r in runs for k in r.aggregates}
+    return [m for m in METRICS if m.name in present]
+
+
+def table_rows(runs: Sequence[RunData]) -> tuple[list[str], list[list[str]]]:
+    cols = columns(runs)
+    header = ["editor", "model", "setting", "n"] + [
+        f"{m.name} {'↑' if m.higher_is_better else '↓'}" for m in cols]
+    body = []
+    for r in sorted(runs, key=lambda r: (r.model, r.editor, r.setting)):
+        body.append([r.editor, r.model, r.setting, str(len(r.rows))]
+                    + [fmt(m, r.aggregates[m.name]) if m.name in r.aggregates else "–" for m in cols])
+    return header, body
+
+
+def markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def latex(header: list[str], body: list[list[str]], caption: str) -> str:
+    def esc(s: str) -> str:
+        for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"),
+                     ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("–", "--")):
+            s = s.replace(a, b)
+        return s
+    out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * 3 + "r" * (len(header) - 3) + "}",
+           r"\toprule", " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
+    out += [" & ".join(esc(c) for c in row) + r" \\" for row in body]
+    out += [r"\bottomrule", r"\end{tabular}", r"\caption{" + esc(caption) + "}", r"\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def csv_text(runs: Sequence[RunData], extra: Sequence[str] = ()) -> str:
+    """Machine-readable rows: value, CI and case count for every metric column."""
+    cols = columns(runs)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["dataset", "editor", "model", "setting", "n_cases"] + list(extra)
+               + [f"{m.name}{s}" for m in cols for s in ("", "_lo", "_hi", "_n")])
+    for r in sorted(runs, key=lambda r: (r.dataset, r.model, r.editor, r.setting)):
+        vals: list[Any] = []
+        for m in cols:
+            a = r.aggregates.get(m.name)
+            vals += [round(_scale(m, a.value), 4), round(_scale(m, a.lo), 4), round(_scale(m, a.hi), 4), a.n] \
+                if a else ["", "", "", 0]
+        info = {"manifest_hash": r.manifest_hash, "date": r.manifest.get("created", ""),
+                "command": r.manifest.get("command", ""), "git_commit": r.manifest.get("git_commit") or ""}
+        w.writerow([r.dataset, r.editor, r.model, r.setting, len(r.rows)] + [info[e] for e in extra] + vals)
+    return buf.getvalue()
+
+
+def rloc_chart(runs: Sequence[RunData], path: Path, protocol: str = "tok") -> bool:
+    """Per-level R-Loc bars (with 95 % CIs) per editor x model, pooling every given run's cases."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r.editor, r.model, r.setting), []).extend(r.rows)
+    names = [f"RLoc_{protocol}_{lvl}" for lvl in LEVELS] + [f"RLoc_{protocol}_avg"]
+    series = {k: aggregate(rows, metrics=[METRIC_BY_NAME[n] for n in names]) for k, rows in groups.items()}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return False
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 3.6))
+    width = 0.8 / len(series)
+    for i, (key, agg) in enumerate(sorted(series.items())):
+        xs, ys, err = [], [], [[], []]
+        for j, n in enumerate(names):
+            if n in agg:
+                a = agg[n]
+                xs.append(j + i * width)
+                ys.append(100 * a.value)
+                err[0].append(100 * (a.value - a.lo))
+                err[1].append(100 * (a.hi - a.value))
+        label = f"{key[0]} · {key[1]}" + ("" if key[2] == "single" else f" · {key[2]}")
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=label)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(names))])
+    ax.set_xticklabels([*LEVELS, "average"])
+    ax.set_ylabel(f"R-Loc ({'token' if protocol == 'tok' else 'probability'} protocol, %)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(run_dirs: Sequence[str | Path], out: Path) -> dict[str, str]:
+    """Tables per dataset plus the R-Loc chart; returns the Markdown per dataset."""
+    runs = [load_run(p) for p in run_dirs]
+    out.mkdir(parents=True, exist_ok=True)
+    by_dataset: dict[str, list[RunData]] = {}
+    for r in runs:
+        by_dataset.setdefault(r.dataset, []).append(r)
+    md_out = {}
+    for name, group in sorted(by_dataset.items()):
+        header, body = table_rows(group)
+        md = markdown(header, body)
+        md_out[name] = md
+        (out / f"{name}.md").write_text(f"## {name}\n\nMean [bootstrap 95 % CI]; n = cases.\n\n{md}")
+        (out / f"{name}.csv").write_text(csv_text(group))
+        (out / f"{name}.tex").write_text(latex(header, body, f"{name}: mean [bootstrap 95\\% CI]"))
+    for protocol in ("tok", "prob"):
+        if rloc_chart(runs, out / f"rloc_levels_{protocol}.png", protocol):
+            log.info("wrote %s", out / f"rloc_levels_{protocol}.png")
+    return md_out
+
+
+LEADERBOARD_EXTRA = ("manifest_hash", "date", "command", "git_commit")
+
+
+def write_leaderboard(run_dirs: Sequence[str | Path], out: Path) -> int:
+    """Merge runs into a leaderboard CSV, one row per (model, editor, dataset, setting); rows already in the
+    file for other keys are kept, rows for the same key are replaced. Returns the number of rows."""
+    runs = [load_run(p) for p in run_dirs]
+    keys = [(r.model, r.editor, r.dataset, r.setting) for r in runs]
+    dup = {k for k in keys if keys.count(k) > 1}
+    if dup:
+        raise UserError(f"several runs for {sorted(dup)[0]}; pass one run directory per (model, editor, dataset)")
+    new_text = csv_text(runs, LEADERBOARD_EXTRA)
+    new_rows = list(csv.DictReader(io.StringIO(new_text)))
+    fields = list(csv.DictReader(io.StringIO(new_text)).fieldnames or [])
+    old_rows: list[dict[str, str]] = []
+    if out.exists():
+        reader = csv.DictReader(io.StringIO(out.read_text()))
+        old_rows = list(reader)
+        fields += [f for f in reader.fieldnames or [] if f not in fields]
+    key = lambda row: (row["model"], row["editor"], row["dataset"], row["setting"])  # noqa: E731
+    merged = {key(r): r for r in old_rows}
+    merged.update({key(r): r for r in new_rows})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n")
+    w.writeheader()
+    for k in sorted(merged):
+        w.writerow(merged[k])
+    out.write_text(buf.getvalue())
+    return len(merged)

@@ -1,0 +1,302 @@
+"""The run loop: edit -> evaluate -> restore, resumable, one JSONL line per case, and a run manifest.
+
+Modes:
+- single: each case alone (edit, evaluate, restore);
+- batch: B cases per edit, in dataset order;
+- subject: subject-consistent batches, every edit of a batch shares one subject (paper Fig. 4, B=1/2/4/8);
+- sequential: edits accumulate, never restored; evaluated at checkpoints and at the end.
+
+A run directory holds manifest.json (config + provenance), results.jsonl (per case) and, for
+sequential runs, checkpoints.jsonl. Re-running resumes; a different config refuses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from editors.base import EditRequest, PreservedFact, parameter_digests
+from editors.hparams import hparams_hash
+from editors.registry import display_name, make_editor
+from fineked.records import EditRecord
+from harness.aggregate import aggregate
+from harness.datasets import Dataset
+from harness.errors import UserError
+from harness.evaluate import evaluate_cases, load_or_compute_pre_edit, pre_edit_cache_path
+from harness.provenance import library_versions, git_commit
+
+log = logging.getLogger(__name__)
+MODES = ("single", "batch", "subject", "sequential")
+LIVE_METRICS = ("ES", "PS", "NS", "tok_locality", "RLoc_tok_hard")
+
+
+@dataclass
+class RunConfig:
+    model: str
+    editor: str  # a registry spec, e.g. "ft" or "dike[no_fik]"
+    mode: str = "single"
+    batch_size: int = 1
+    eval_every: int = 0  # sequential: evaluate all edited cases every N edits (0: only at the end)
+    seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    gen_tokens: int = 0  # fluency: greedy tokens generated from the subject (0: fluency off)
+    score_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"unknown --mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.batch_size < 1:
+            raise UserError("--batch-size must be at least 1")
+        if self.mode == "single" and self.batch_size != 1:
+            raise UserError("--mode single edits one case at a time; use --mode batch for --batch-size > 1")
+
+
+def edit_request(r: EditRecord) -> EditRequest:
+    # constraint facts come from the krd_train pool; the builder holds them out of fine_grained,
+    # so preserving them never leaks evaluation facts into ROME-C/MEMIT-C/DiKE.
+    preserve = tuple(PreservedFact(c.prompt, c.target.str) for c in r.constraint_facts)
+    return EditRequest(r.case_id, r.prompt, r.subject, r.target_new.str, r.target_true.str, preserve)
+
+
+def plan_batches(records: Sequence[EditRecord], mode: str, batch_size: int) -> list[list[EditRecord]]:
+    if mode == "single":
+        return [[r] for r in records]
+    if mode == "subject":
+        groups: dict[str, list[EditRecord]] = {}
+        for r in records:
+            groups.setdefault(r.subject, []).append(r)
+        return [g[i:i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+    return [list(records[i:i + batch_size]) for i in range(0, len(records), batch_size)]
+
+
+def batch_seed(seed: int, case_id: str) -> int:
+    """A per-batch seed from the run seed and the batch's first case: resuming changes nothing."""
+    return int.from_bytes(hashlib.sha256(f"{seed}|{case_id}".encode()).digest()[:4], "little")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def skip_relations(batch: Sequence[EditRecord]) -> dict[str, set[str]]:
+    """Per case, relations of the same subject rewritten by other edits in the batch: their o' is meant to change."""
+    out: dict[str, set[str]] = {}
+    for r in batch:
+        out[r.case_id] = {o.relation_id for o in batch if o is not r and o.subject == r.subject and o.relation_id}
+    return out
+
+
+class RunningMeans:
+    def __init__(self, names: Sequence[str]):
+        self.sums = {n: 0.0 for n in names}
+        self.counts = {n: 0 for n in names}
+
+    def add(self, row: dict[str, Any]) -> None:
+        for n in self.sums:
+            if row.get(n) is not None:
+                self.sums[n] += row[n]
+                self.counts[n] += 1
+
+    def postfix(self) -> dict[str, str]:
+        return {n: f"{100 * self.sums[n] / c:.1f}" for n, c in self.counts.items() if c}
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_same_config(out: Path, cfg: dict[str, Any]) -> None:
+    path = out / "manifest.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())["config"]
+    if old != cfg:
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {cfg.get(k)!r}" for k in sorted(set(old) | set(cfg))
+                         if old.get(k) != cfg.get(k))
+        raise UserError(f"{out} already holds a run with another config ({diff}); use a new --out directory")
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Complete lines of results.jsonl; a torn last line (killed mid-write) is cut off the file."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    good = raw[:raw.rfind(b"\n") + 1]
+    if len(good) != len(raw):
+        log.warning("%s: dropping a partial last line from an interrupted run", path)
+        path.write_bytes(good)
+    return [json.loads(ln) for ln in good.decode().splitlines() if ln.strip()]
+
+
+def append_lines(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    with path.open("a") as fh:
+        fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@dataclass
+class Run:
+    """Everything a run needs, with the model already loaded (the CLI loads it by name)."""
+
+    config: RunConfig
+    dataset: Dataset
+    model: Any
+    tok: Any
+    out: Path
+    model_key: str
+    limit: int | None = None
+    quiet: bool = False
+    check_restore: bool = False
+    command: str = ""
+    pre_edit_cache: bool = True
+
+    def __post_init__(self) -> None:
+        self.editor = make_editor(self.config.editor, self.model_key, self.config.overrides)
+        self.editor_name = display_name(self.editor)
+        self.hp_hash = hparams_hash(self.editor.hparams)
+
+    def hashed_config(self) -> dict[str, Any]:
+        c = self.config
+        return {"model": c.model, "editor": self.editor_name, "hparams_hash": self.hp_hash,
+                "dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint, "mode": c.mode,
+                "batch_size": c.batch_size, "eval_every": c.eval_every, "seed": c.seed,
+                "gen_tokens": c.gen_tokens, "score_batch_size": c.score_batch_size}
+
+    def manifest(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        return {"config": cfg, "config_hash": config_hash(cfg), "model": self.config.model,
+                "model_key": self.model_key, "editor": self.editor_name, "editor_spec": self.config.editor,
+                "hparams": dataclasses.asdict(self.editor.hparams), "hparams_hash": self.hp_hash,
+                "overrides": self.config.overrides,
+                "dataset": {"name": self.dataset.name, "spec": self.dataset.spec, "split": self.dataset.split,
+                            "fingerprint": self.dataset.fingerprint, "n_records": len(self.dataset.records)},
+                "seed": self.config.seed, "versions": library_versions(), "git_commit": git_commit(),
+                "command": self.command, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+    def execute(self) -> dict[str, Any]:
+        """Run (or resume) to completion; returns the aggregates of every case."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        cfg = self.hashed_config()
+        check_same_config(self.out, cfg)
+        if not (self.out / "manifest.json").exists():
+            (self.out / "manifest.json").write_text(json.dumps(self.manifest(cfg), indent=2, sort_keys=True))
+        records = list(self.dataset.records[:self.limit] if self.limit else self.dataset.records)
+        cache = pre_edit_cache_path(self.config.model, self.dataset.fingerprint) if self.pre_edit_cache else None
+        self.pre = load_or_compute_pre_edit(self.model, self.tok, records, cache, self.config.score_batch_size)
+        batches = plan_batches(records, self.config.mode, self.config.batch_size)
+        if self.config.mode == "sequential":
+            rows = self._sequential(records, batches)
+        else:
+            rows = self._restoring(records, batches)
+        summary = {k: dataclasses.asdict(v) for k, v in aggregate([r["metrics"] for r in rows],
+                                                                  seed=self.config.seed).items()}
+        (self.out / "summary.json").write_text(json.dumps({"n_cases": len(rows), "metrics": summary}, indent=2))
+        return summary
+
+    def _line(self, r: EditRecord, batch: Sequence[EditRecord], metrics: dict, edit_s: float, eval_s: float,
+              extra: dict | None = None) -> dict[str, Any]:
+        return {"case_id": r.case_id, "editor": self.editor_name, "hparams_hash": self.hp_hash,
+                "batch": [b.case_id for b in batch], "metrics": metrics,
+                "edit_s": edit_s, "eval_s": eval_s, **(extra or {})}
+
+    def _evaluate(self, batch: Sequence[EditRecord]) -> list[dict]:
+        return evaluate_cases(self.model, self.tok, batch, self.pre, self.config.score_batch_size,
+                              self.config.gen_tokens, skip_relations(batch))
+
+    def _restoring(self, records: list[EditRecord], batches: list[list[EditRecord]]) -> list[dict]:
+        path = self.out / "results.jsonl"
+        lines = read_results(path)
+        done = {ln["case_id"] for ln in lines}
+        wanted = {r.case_id for r in records}
+        means = RunningMeans(LIVE_METRICS)
+        for ln in lines:
+            if ln["case_id"] in wanted:
+                means.add(ln["metrics"])
+        bar = tqdm(total=len(records), initial=len(done & wanted), disable=self.quiet, desc=self.editor_name,
+                   unit="case")
+        bar.set_postfix(means.postfix())
+        for batch in batches:
+            todo = [r for r in batch if r.case_id not in done]
+            if not todo:
+                continue
+            seed_everything(batch_seed(self.config.seed, batch[0].case_id))
+            t0 = time.perf_counter()
+            result = self.editor.apply(self.model, self.tok, [edit_request(r) for r in batch])
+            t1 = time.perf_counter()
+            rows = self._evaluate(batch)
+            t2 = time.perf_counter()
+            before = result.digests() if self.check_restore else None
+            result.restore(self.model)
+            if before is not None and parameter_digests(self.model, list(before)) != before:
+                raise RuntimeError(f"{self.editor_name}: restore was not bit-exact after batch {batch[0].case_id}")
+            new = [self._line(r, batch, row, (t1 - t0) / len(batch), (t2 - t1) / len(batch))
+                   for r, row in zip(batch, rows) if r.case_id in {t.case_id for t in todo}]
+            append_lines(path, new)
+            for ln in new:
+                done.add(ln["case_id"])
+                means.add(ln["metrics"])
+            bar.update(len(new))
+            bar.set_postfix(means.postfix())
+        bar.close()
+        by_id = {ln["case_id"]: ln for ln in read_results(path)}
+        return [by_id[r.case_id] for r in records]
+
+    def _sequential(self, records: list[EditRecord], batches: list[list[EditRecord]]) -> list[dict]:
+        """Edits accumulate. A resumed run replays the edits (deterministic) and skips recorded checkpoints."""
+        path, ckpt_path = self.out / "results.jsonl", self.out / "checkpoints.jsonl"
+        lines = read_results(path)
+        if {ln["case_id"] for ln in lines} >= {r.case_id for r in records}:
+            by_id = {ln["case_id"]: ln for ln in lines}
+            return [by_id[r.case_id] for r in records]
+        if lines:
+            path.unlink()  # a sequential result set is only valid complete (a shorter --limit ran before)
+        ckpts = {c["n_edits"] for c in read_results(ckpt_path)}
+        edited: list[EditRecord] = []
+        edit_s: dict[str, float] = {}
+        bar = tqdm(total=len(records), disable=self.quiet, desc=f"{self.editor_name} (sequential)", unit="edit")
+        for batch in batches:
+            seed_everything(batch_seed(self.config.seed, batch[0].case_id))
+            t0 = time.perf_counter()
+            self.editor.apply(self.model, self.tok, [edit_request(r) for r in batch])  # never restored
+            for r in batch:
+                edit_s[r.case_id] = (time.perf_counter() - t0) / len(batch)
+            edited += batch
+            bar.update(len(batch))
+            every = self.config.eval_every
+            if every and len(edited) % every < len(batch) and len(edited) < len(records) and len(edited) not in ckpts:
+                rows = self._evaluate_all(edited)
+                agg = aggregate(rows, seed=self.config.seed)
+                append_lines(ckpt_path, [{"n_edits": len(edited),
+                                          "metrics": {k: dataclasses.asdict(v) for k, v in agg.items()}}])
+                bar.set_postfix({k: f"{100 * agg[k].value:.1f}" for k in LIVE_METRICS if k in agg})
+        bar.close()
+        t1 = time.perf_counter()
+        rows = self._evaluate_all(edited)
+        eval_s = (time.perf_counter() - t1) / max(1, len(edited))
+        out = [self._line(r, [r], row, edit_s[r.case_id], eval_s, {"n_edits": len(edited)})
+               for r, row in zip(edited, rows)]
+        tmp = path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        append_lines(tmp, out)
+        tmp.replace(path)  # all or nothing
+        return out
+
+    def _evaluate_all(self, records: Sequence[EditRecord], chunk: int = 64) -> list[dict]:
+        rows: list[dict] = []
+        for i in range(0, len(records), chunk):
+            rows += evaluate_cases(self.model, self.tok, records[i:i + chunk], self.pre,
+                                   self.config.score_batch_size, self.config.gen_tokens)
+        return rows

@@ -1,0 +1,166 @@
+"""The runner on tiny models: resume after a kill, config refusal, determinism, batching modes, sequential."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from editors.base import parameter_digests
+from editors.tiny import tiny_model_and_tokenizer
+from harness import evaluate, runner
+from harness.datasets import load_dataset
+from harness.errors import UserError
+from harness.runner import Run, RunConfig, edit_request, plan_batches, skip_relations
+
+CASES = [  # (case id, subject, relation, prompt, true, new)
+    ("c1", "Danielle Darrieux", "P103", "The mother tongue of Danielle Darrieux is", "French", "English"),
+    ("c2", "Danielle Darrieux", "P27", "Danielle Darrieux is a citizen of", "France", "Japan"),
+    ("c3", "Berlin", "P17", "Berlin is located in the country of", "Germany", "Italy"),
+    ("c4", "Tokyo", "P30", "Tokyo is located in the continent of", "Asia", "Europe"),
+    ("c5", "Berlin", "P1376", "Berlin is the capital of", "Germany", "Spain"),
+]
+FACTS = {
+    "Danielle Darrieux": [("P103", "The mother tongue of Danielle Darrieux is", "French", "hard"),
+                          ("P27", "Danielle Darrieux is a citizen of", "France", "easy"),
+                          ("P19", "Danielle Darrieux was born in", "Paris", "middle")],
+    "Berlin": [("P17", "Berlin is located in the country of", "Germany", "hard"),
+               ("P1376", "Berlin is the capital of", "Germany", "middle"),
+               ("P30", "Berlin is located in the continent of", "Europe", "easy")],
+    "Tokyo": [("P17", "Tokyo is located in the country of", "Japan", "easy")],
+}
+
+
+def write_records(path: Path) -> Path:
+    lines = []
+    for cid, subj, rel, prompt, true, new in CASES:
+        lines.append(json.dumps({
+            "case_id": cid, "subject": subj, "subject_id": None, "relation_id": rel, "prompt": prompt,
+            "target_true": {"str": true}, "target_new": {"str": new},
+            "paraphrase_prompts": [f"In fact, {prompt[0].lower()}{prompt[1:]}"],
+            "neighborhood_prompts": ["The capital of France is", "London is located in the city of"],
+            "fine_grained": [{"relation_id": r, "prompt": p, "target": {"str": t}, "similarity": 0.5, "level": lv}
+                             for r, p, t, lv in FACTS[subj] if r != rel],
+            "constraint_facts": [{"relation_id": "P1412", "prompt": f"{subj} speaks", "target": {"str": "French"}}],
+        }))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINEKED_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def data(tmp_path):
+    return load_dataset(str(write_records(tmp_path / "cases.jsonl")))
+
+
+def make_run(data, out, editor="ft", family="gpt2", **cfg):
+    model, tok = tiny_model_and_tokenizer(family)
+    if editor == "ft":
+        cfg.setdefault("overrides", {"lr": 0.05, "norm_constraint": 0.05, "steps": 5})
+    return Run(RunConfig(model=f"tiny:{family}", editor=editor, **cfg), data, model, tok, out, "tiny", quiet=True,
+               check_restore=True)
+
+
+def results(out):
+    return [(ln["case_id"], ln["metrics"]) for ln in map(json.loads, (out / "results.jsonl").read_text().splitlines())]
+
+
+def test_resume_after_kill_gives_identical_results(data, tmp_path, monkeypatch):
+    make_run(data, tmp_path / "a").execute()
+    whole = results(tmp_path / "a")
+    assert [c for c, _ in whole] == [c[0] for c in CASES]
+
+    real, calls = evaluate.evaluate_cases, []
+
+    def dies_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(runner, "evaluate_cases", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        make_run(data, tmp_path / "b").execute()
+    with (tmp_path / "b" / "results.jsonl").open("a") as fh:
+        fh.write('{"case_id": "c3", "metr')  # torn write at the moment of the kill
+    monkeypatch.setattr(runner, "evaluate_cases", real)
+    make_run(data, tmp_path / "b").execute()
+    assert results(tmp_path / "b") == whole  # nothing lost, nothing duplicated, same numbers
+
+
+def test_limit_then_resume_extends_the_run(data, tmp_path):
+    run = make_run(data, tmp_path / "r", editor="unedited")
+    run.limit = 2
+    run.execute()
+    assert len(results(tmp_path / "r")) == 2
+    make_run(data, tmp_path / "r", editor="unedited").execute()
+    assert [c for c, _ in results(tmp_path / "r")] == [c[0] for c in CASES]
+
+
+def test_different_config_in_same_dir_refuses(data, tmp_path):
+    make_run(data, tmp_path / "r", editor="unedited").execute()
+    with pytest.raises(UserError, match="another config.*editor"):
+        make_run(data, tmp_path / "r", editor="ft").execute()
+    with pytest.raises(UserError, match="seed: 0 -> 1"):
+        make_run(data, tmp_path / "r", editor="unedited", seed=1).execute()
+    make_run(data, tmp_path / "f", editor="ft").execute()
+    with pytest.raises(UserError, match="hparams_hash"):
+        make_run(data, tmp_path / "f", editor="ft", overrides={"lr": 0.1}).execute()
+
+
+def test_unedited_floor_and_restore_is_bit_exact(data, tmp_path):
+    run = make_run(data, tmp_path / "r", editor="unedited")
+    run.execute()
+    rows = [m for _, m in results(tmp_path / "r")]
+    assert all(m["tok_locality"] == 1.0 for m in rows)  # nothing changed: post == pre
+    assert all(m[k] in (None, 1.0) for m in rows for k in m if k.startswith("RLoc_tok"))
+    before = parameter_digests(run.model, [n for n, _ in run.model.named_parameters()])
+    ft = make_run(data, tmp_path / "f", editor="ft")
+    ft.model, ft.tok = run.model, run.tok
+    ft.execute()  # check_restore=True verifies every restore by hashes
+    assert parameter_digests(run.model, list(before)) == before
+    assert any(m["ES"] != r["ES"] or m["EM"] != r["EM"] for (_, m), r in zip(results(tmp_path / "f"), rows))
+
+
+def test_manifest_records_provenance(data, tmp_path):
+    run = make_run(data, tmp_path / "r", editor="unedited", seed=7)
+    run.command = "fineked run --editor unedited"
+    run.execute()
+    m = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert m["editor"] == "unedited" and m["seed"] == 7 and m["dataset"]["fingerprint"] == data.fingerprint
+    assert m["versions"]["torch"] == torch.__version__.split("+")[0] or m["versions"]["torch"]
+    assert m["command"] == "fineked run --editor unedited" and "git_commit" in m and m["hparams_hash"]
+    line = json.loads((tmp_path / "r" / "results.jsonl").read_text().splitlines()[0])
+    assert {"case_id", "editor", "hparams_hash", "metrics", "edit_s", "eval_s"} <= set(line)
+
+
+def test_subject_consistent_batches_share_a_subject_and_skip_co_edited_relations(data):
+    batches = plan_batches(list(data.records), "subject", 2)
+    assert [[r.case_id for r in b] for b in batches] == [["c1", "c2"], ["c3", "c5"], ["c4"]]
+    skip = skip_relations(batches[0])
+    assert skip == {"c1": {"P27"}, "c2": {"P103"}}
+    assert [len(b) for b in plan_batches(list(data.records), "batch", 2)] == [2, 2, 1]
+    req = edit_request(data.records[0])
+    assert req.preserve[0].prompt == "Danielle Darrieux speaks" and req.target_new == "English"
+
+
+def test_subject_batch_run_evaluates_every_case(data, tmp_path):
+    make_run(data, tmp_path / "s", mode="subject", batch_size=2).execute()
+    rows = dict(results(tmp_path / "s"))
+    assert set(rows) == {c[0] for c in CASES}
+    # c1's only other same-subject fact left is P19 (middle): P27 was co-edited by c2
+    assert rows["c1"]["RLoc_tok_easy"] is None and rows["c1"]["RLoc_tok_middle"] is not None
+
+
+def test_sequential_edits_accumulate_with_checkpoints(data, tmp_path):
+    run = make_run(data, tmp_path / "q", mode="sequential", eval_every=2)
+    names = [n for n, _ in run.model.named_parameters()]
+    before = parameter_digests(run.model, names)
+    run.execute()
+    assert parameter_digests(run.model, names) != before  # never restored
+    ckpts = [json.loads(x) for x in (tmp_path / "q" / "checkpoints.jsonl").read_text().splitlines()]
+    assert [c["n_edits"] for c in ckpts] == [2, 4]
+    assert ckpts[0]["metrics"]["ES"]["n"] == 2
+    assert len(results(tmp_path / "q")) == len(CASES)
