@@ -16,7 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # module -> it defines add_parsers(subparsers); each parser sets `func(args) -> int | None`.
 COMMAND_MODULES = [
     "fineked.commands",  # endpoint, build, publish
-    "harness.commands",  # run, report, leaderboard, train-krd, demo
+    "harness.commands",  # run, report, leaderboard, demo
+    "harness.krd_cli",  # train-krd
 ]
 
 
@@ -26,7 +27,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     for mod, names in [("fineked.records", ["RecordError"]), ("editors.registry", ["UnknownEditor"]),
                        ("editors.models", ["ModelLoadError"]), ("editors.hparams", ["HparamsError"]),
                        ("editors.adapters", ["UnknownModelFamily"]), ("fineked.sparql", ["SparqlError"]),
-                       ("harness.errors", ["UserError"])]:
+                       ("harness.errors", ["UserError"]),
+                       ("editors.dike.checkpoint", ["KRDCheckpointError"])]:
         try:
             m = importlib.import_module(mod)
         except ImportError:

@@ -1,0 +1,117 @@
+"""`fineked train-krd`: train DiKE's KRD module once per model on FINE-KED's krd_train configuration.
+
+The checkpoint lands where the `dike` editor looks for it (editors.dike.checkpoint.checkpoint_dir), keyed by the
+model's fingerprint, the layers and the loss variant; an interrupted run resumes when rerun with the same inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def records_to_samples(records: Sequence[Any], limit: int | None = None, seed: int = 0) -> list[Any]:
+    """krd_train EditRecords -> KRDSamples: p(s, r) -> o (the true object), siblings = the subject's other facts."""
+    from editors.dike.train import KRDSample
+
+    samples = [KRDSample(prompt=r.prompt, subject=r.subject, target=r.target_true.str,
+                         siblings=tuple((f.prompt, f.target.str) for f in r.fine_grained))
+               for r in records if r.subject in r.prompt]
+    if limit is not None and limit < len(samples):
+        samples = random.Random(seed).sample(samples, limit)
+    if not any(s.siblings for s in samples):
+        raise UserError("the krd_train records carry no sibling facts (fine_grained); rebuild with `fineked build`")
+    return samples
+
+
+def cmd_train_krd(args: argparse.Namespace) -> int:
+    import torch
+
+    from editors.adapters import adapter_for
+    from editors.dike.checkpoint import checkpoint_dir, load_resume_state, save_krd, save_resume_state
+    from editors.dike.diagnostics import diagnose, plot_curves
+    from editors.dike.editor import DikeEditor
+    from editors.dike.train import KRDTrainConfig, cached_states, data_fingerprint, default_state_cache, train_krd
+    from editors.locate.fingerprint import model_fingerprint
+    from fineked.export import load_krd_train
+    from harness.commands import load_named_model
+
+    torch.manual_seed(args.seed)
+    model, tok, key = load_named_model(args.model)
+    adapter = adapter_for(model)
+    hp = DikeEditor.from_config(key, {}).hparams
+    n_layers = adapter.n_layers(model)
+    layer = args.layer if args.layer is not None else (hp.layers[-1] if hp.layers else adapter.default_edit_layer(n_layers))
+    l_r = args.repr_layer if args.repr_layer is not None else (
+        hp.repr_layer if hp.repr_layer is not None else adapter.default_repr_layer(n_layers))
+    if not (0 <= layer < n_layers and 0 <= l_r < n_layers):
+        raise UserError(f"layers l={layer}, l_r={l_r} out of range for a {n_layers}-layer model")
+    samples = records_to_samples(load_krd_train(args.data), args.samples, args.seed)
+    cfg = KRDTrainConfig(layer=layer, repr_layer=l_r, tau=args.tau, alpha=args.alpha, beta=args.beta,
+                         no_ctr=args.no_ctr, no_kc=args.no_kc, siblings=args.siblings, batch_size=args.batch_size,
+                         llm_batch=args.llm_batch, epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction,
+                         patience=args.patience, seed=args.seed)
+    fp = model_fingerprint(model)
+    out = Path(args.out) if args.out else checkpoint_dir(fp, layer, l_r, cfg.variant)
+    train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "patience")}
+    meta = {"model": args.model, "model_fingerprint": fp, "layer": layer, "repr_layer": l_r,
+            "data": str(args.data), "data_fingerprint": data_fingerprint(samples), "n_samples": len(samples),
+            "train_config": train_cfg, "losses": {"tau": cfg.tau, "alpha": cfg.alpha, "beta": cfg.beta,
+                                                  "ctr": not cfg.no_ctr, "kc": not cfg.no_kc}}
+    resume = None if args.fresh else load_resume_state(out, meta)
+    state_cache = default_state_cache(model, cfg, samples)
+
+    def on_epoch(result: Any, state: dict) -> None:
+        save_resume_state(out, state, meta)
+
+    res = train_krd(model, tok, adapter, samples, cfg, state_cache=state_cache, resume=resume, on_epoch=on_epoch,
+                    quiet=args.quiet)
+    h_s, h_r = cached_states(model, tok, adapter, cfg, samples, state_cache)
+    val = res.val_indices
+    diag = diagnose(res.krd, h_s[val], h_r[val], out)
+    last = res.history["epochs"][-1] if res.history["epochs"] else {}
+    meta.update(metrics={"silhouette": diag.silhouette, "silhouette_metric": diag.metric, "silhouette_n": diag.n,
+                         "best_val_total": res.best_val, "final": last},
+                epochs_run=res.epochs_run, stopped_early=res.stopped_early, train_seconds=round(res.seconds, 1),
+                curves=res.history)
+    save_krd(out, res.krd, meta)
+    plot_curves(res.history, out / "curves.png")
+    print(f"KRD for {args.model} (l={layer}, l_r={l_r}, {cfg.variant}) -> {out}")
+    print(f"  samples {len(samples)} (val {len(val)}), epochs {res.epochs_run}, {res.seconds:.0f} s; "
+          f"val: ctr {last.get('val', {}).get('ctr', float('nan')):.3f} con_r {last.get('val', {}).get('con_r', float('nan')):.3f} "
+          f"con_u {last.get('val', {}).get('con_u', float('nan')):.3f} rec {last.get('val', {}).get('rec', float('nan')):.4f}; "
+          f"silhouette ({diag.metric}) {diag.silhouette:.3f}; t-SNE {diag.png}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("train-krd", help="train DiKE's KRD disentangler for a model (once; resumable)")
+    p.add_argument("--model", required=True, help="smollm2-135m, a hub id, a local folder, or tiny:FAMILY")
+    p.add_argument("--data", default="out/fineked", help="a FINE-KED build (krd_train) or hub id (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=None, help="use this many krd_train records (default: all)")
+    p.add_argument("--siblings", type=int, default=1, help="|N|: sibling facts per sample in L_con, 1-10")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--llm-batch", type=int, default=32, help="rows per live LLM pass in L_con")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--tau", type=float, default=0.1, help="InfoNCE temperature")
+    p.add_argument("--alpha", type=float, default=1.0, help="weight of L_con")
+    p.add_argument("--beta", type=float, default=1.0, help="weight of L_rec")
+    p.add_argument("--no-ctr", action="store_true", help="ablation: no contrastive loss")
+    p.add_argument("--no-kc", action="store_true", help="ablation: no knowledge-constraint loss")
+    p.add_argument("--layer", type=int, default=None, help="l (default: dike's YAML for the model)")
+    p.add_argument("--repr-layer", type=int, default=None, help="l_r (default: dike's YAML for the model)")
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--patience", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="checkpoint folder (default: the cache folder dike reads)")
+    p.add_argument("--fresh", action="store_true", help="ignore a saved training state")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_krd)

@@ -1,0 +1,58 @@
+"""`fineked train-krd` on a real small FINE-KED build and a tiny model: data rules, checkpoint files, resume."""
+import json
+
+import pytest
+import torch
+
+from fineked.export import load_fineked, load_krd_train
+from fineked.records import LEVELS
+from harness.cli import main
+from harness.krd_cli import records_to_samples
+
+
+def test_krd_train_subjects_are_disjoint_from_evaluation(small_build):
+    out = small_build["out"]
+    krd_subjects = {r.subject_id or r.subject for r in load_krd_train(out)}
+    eval_subjects = {r.subject_id or r.subject for lv in LEVELS for r in load_fineked(out, lv)}
+    assert krd_subjects and eval_subjects
+    assert not krd_subjects & eval_subjects
+
+
+def test_records_become_samples_with_siblings(small_build):
+    recs = load_krd_train(small_build["out"])
+    samples = records_to_samples(recs)
+    by_id = {(r.prompt, r.target_true.str): r for r in recs}
+    for s in samples[:20]:
+        rec = by_id[(s.prompt, s.target)]
+        assert s.subject == rec.subject and s.subject in s.prompt
+        assert list(s.siblings) == [(f.prompt, f.target.str) for f in rec.fine_grained]
+    assert len(records_to_samples(recs, limit=10)) == 10
+
+
+def test_train_krd_writes_checkpoint_diagnostics_and_resumes(small_build, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FINEKED_CACHE", str(tmp_path / "cache"))
+    ck = tmp_path / "ck"
+    args = ["train-krd", "--model", "tiny:llama", "--data", str(small_build["out"]), "--samples", "60",
+            "--layer", "1", "--repr-layer", "2", "--batch-size", "16", "--siblings", "2", "--val-fraction", "0.2",
+            "--patience", "5", "--quiet", "--out", str(ck)]
+    assert main(args + ["--epochs", "1"]) == 0
+    meta = json.loads((ck / "krd.json").read_text())
+    assert meta["layer"] == 1 and meta["repr_layer"] == 2 and meta["n_samples"] == 60
+    assert meta["epochs_run"] == 1 and len(meta["curves"]["epochs"]) == 1
+    assert -1 <= meta["metrics"]["silhouette"] <= 1
+    for f in ("krd.safetensors", "tsne.png", "curves.png", "resume.pt"):
+        assert (ck / f).stat().st_size > 0
+    first_epoch = meta["curves"]["epochs"][0]
+    assert main(args + ["--epochs", "2"]) == 0  # resumes: runs only epoch 2
+    meta2 = json.loads((ck / "krd.json").read_text())
+    assert meta2["epochs_run"] == 2 and meta2["curves"]["epochs"][0] == first_epoch
+    assert "silhouette" in capsys.readouterr().out
+    # a checkpoint for other layers is refused by dike, with the command to fix it
+    from editors.registry import make_editor
+    from editors.base import EditRequest
+    from editors.tiny import tiny_model_and_tokenizer
+    model, tok = tiny_model_and_tokenizer("llama")
+    ed = make_editor("dike", "tiny", {"layers": [2], "repr_layer": 2, "krd_path": str(ck), "stats_corpus": "identity"})
+    from editors.dike.checkpoint import KRDCheckpointError
+    with pytest.raises(KRDCheckpointError, match="layer=1, not 2"):
+        ed.apply(model, tok, [EditRequest("c", "The capital of France is", "France", "Rome")])
