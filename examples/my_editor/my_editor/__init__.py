@@ -1,0 +1,56 @@
+"""A minimal third-party editor: gradient steps on one FFN output matrix, restricted to a few rows.
+
+It shows the whole contract: a name, an hparams dataclass, from_config, and apply() returning an
+EditResult that restores exactly what it touched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import torch
+
+from editors.adapters import adapter_for
+from editors.base import EditRequest, EditResult
+from editors.hparams import load_hparams
+
+
+@dataclass
+class NudgeHparams:
+    layer: int | None = None  # None: the adapter's default edit layer for this depth
+    steps: int = 20
+    lr: float = 1e-2
+
+
+class LastLayerNudge:
+    name: ClassVar[str] = "my_editor"
+
+    def __init__(self, hparams: NudgeHparams):
+        self.hparams = hparams
+
+    @classmethod
+    def from_config(cls, model_key: str, overrides: dict) -> "LastLayerNudge":
+        return cls(load_hparams(NudgeHparams, cls.name, model_key, overrides))
+
+    def apply(self, model, tok, requests: Sequence[EditRequest]) -> EditResult:
+        adapter = adapter_for(model)
+        layer = self.hparams.layer if self.hparams.layer is not None else adapter.default_edit_layer(adapter.n_layers(model))
+        weight_name = adapter.ffn_out_weight_name(layer)
+        result = EditResult.snapshot(model, [weight_name])
+        weight = adapter.ffn_out_weight(model, layer)
+        weight.requires_grad_(True)
+        opt = torch.optim.Adam([weight], lr=self.hparams.lr)
+        device = weight.device
+        for _ in range(self.hparams.steps):
+            opt.zero_grad()
+            loss = 0.0
+            for req in requests:
+                prompt_ids = tok(req.prompt, return_tensors="pt").input_ids.to(device)
+                target_ids = tok(" " + req.target_new, add_special_tokens=False, return_tensors="pt").input_ids.to(device)
+                ids = torch.cat([prompt_ids, target_ids], dim=1)
+                logits = model(ids).logits[0, prompt_ids.shape[1] - 1:-1]
+                loss = loss + torch.nn.functional.cross_entropy(logits, target_ids[0])
+            loss.backward()
+            opt.step()
+        weight.requires_grad_(False)
+        return result
