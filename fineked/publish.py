@@ -51,11 +51,17 @@ def publish(data: Path, repo_id: str, private: bool = False, dry_run: bool = Fal
     counts = verify_folder(folder)
     if dry_run:
         return {"folder": str(folder), "rows": counts, "uploaded": False}
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
 
+    if constants.is_offline_mode():
+        raise PublishError("HF_HUB_OFFLINE is set (make exports it); run `HF_HUB_OFFLINE=0 fineked publish ...` to upload")
     api = HfApi()  # token from HF_TOKEN or `hf auth login`; never read or printed here
-    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
-                               commit_message="Upload FINE-KED build")
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
+                                   commit_message="Upload FINE-KED build")
+    except HfHubHTTPError as exc:  # the message carries the URL and status, never the token
+        raise PublishError(f"upload to {repo_id} failed: {str(exc).splitlines()[0]}; check `hf auth login` / HF_TOKEN") from exc
     return {"folder": str(folder), "rows": counts, "uploaded": True, "repo_url": str(url),
             "commit": getattr(commit, "oid", None)}

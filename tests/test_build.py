@@ -1,0 +1,105 @@
+"""The builder on the real local endpoint: METHOD.md §2 properties checked against independent SPARQL and numpy."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import small_config
+from fineked.build import BuildError, build
+from fineked.records import LEVELS
+from fineked.similarity import embed, relation_similarity, RelationText
+from fineked.sparql import SparqlClient, iri
+
+
+def ask(client, s, p, o) -> bool:
+    rows = client.select("check", f"PREFIX wdt: <http://www.wikidata.org/prop/direct/>\n"
+                                  f"SELECT (COUNT(*) AS ?n) WHERE {{ {iri(s)} wdt:{p} {iri(o)} }}")
+    return int(rows[0]["n"]) > 0
+
+
+def test_cases_follow_the_recipe(small_build, local_endpoint):
+    recs = small_build["result"].eval_records
+    check = SparqlClient(local_endpoint.url, cache=None)
+    assert len(recs) == 40
+    for r in recs[:15]:
+        assert ask(check, r["subject_id"], r["relation_id"], r["target_true"]["id"])  # the edited fact is real
+        assert not ask(check, r["subject_id"], r["relation_id"], r["target_new"]["id"])  # o* is never a true value
+        assert r["subject"] in r["prompt"] and all(r["subject"] in p for p in r["paraphrase_prompts"])
+        for f in r["fine_grained"]:
+            assert f["relation_id"] != r["relation_id"] and f["target"]["id"] != r["target_new"]["id"]
+            assert ask(check, r["subject_id"], f["relation_id"], f["target"]["id"])
+
+
+def test_constraint_facts_never_overlap_the_scored_facts(small_build):
+    recs = small_build["result"].eval_records
+    assert sum(len(r["constraint_facts"]) for r in recs) > 0
+    for r in recs:
+        fine = {(f["relation_id"], f["prompt"]) for f in r["fine_grained"]}
+        held = {(c["relation_id"], c["prompt"]) for c in r["constraint_facts"]}
+        assert not fine & held and len(r["constraint_facts"]) <= 2
+        assert {c["relation_id"] for c in r["constraint_facts"]}.isdisjoint({f["relation_id"] for f in r["fine_grained"]})
+
+
+def test_levels_are_tertiles_with_increasing_similarity(small_build):
+    res, stats = small_build["result"], small_build["stats"]
+    sims = [f["similarity"] for r in res.eval_records for f in r["fine_grained"]]
+    lo, hi = np.quantile(sims, [1 / 3, 2 / 3])
+    assert res.thresholds == pytest.approx((lo, hi), abs=1e-6)
+    for r in res.eval_records:
+        for f in r["fine_grained"]:
+            want = "easy" if f["similarity"] < res.thresholds[0] else ("middle" if f["similarity"] < res.thresholds[1] else "hard")
+            assert f["level"] == want
+    means = [stats["levels"][lv]["mean_similarity"] for lv in LEVELS]
+    assert means[0] < means[1] < means[2]
+
+
+def test_fact_similarity_is_the_cosine_of_the_relation_texts(small_build):
+    res = small_build["result"]
+    r = next(r for r in res.eval_records if r["fine_grained"])
+    f = r["fine_grained"][0]
+    a, b = res.relations[r["relation_id"]], res.relations[f["relation_id"]]
+    va, vb = embed([a.text(), b.text()])
+    assert f["similarity"] == pytest.approx(float(va @ vb / np.linalg.norm(va) / np.linalg.norm(vb)), abs=1e-5)
+
+
+def test_similarity_orders_close_relations_above_distant_ones():
+    rels = [RelationText("P36", "capital", "seat of government of a country"),
+            RelationText("P1376", "capital of", "country of which the municipality is the governmental seat"),
+            RelationText("P106", "occupation", "occupation of a person")]
+    sim = relation_similarity(rels)
+    assert sim[("P36", "P36")] == pytest.approx(1.0, abs=1e-5)
+    assert sim[("P36", "P1376")] > sim[("P36", "P106")]
+
+
+def test_krd_train_subjects_are_disjoint_and_carry_all_siblings(small_build):
+    res = small_build["result"]
+    assert len(res.krd_records) == 150
+    assert not {r["subject_id"] for r in res.eval_records} & {r["subject_id"] for r in res.krd_records}
+    by_subject = {}
+    for r in res.krd_records:
+        by_subject.setdefault(r["subject_id"], set()).add(r["relation_id"])
+    for r in res.krd_records[:50]:
+        siblings = {f["relation_id"] for f in r["fine_grained"]}
+        assert r["relation_id"] not in siblings
+        assert siblings >= by_subject[r["subject_id"]] - {r["relation_id"]}
+
+
+def test_subject_facts_come_from_batched_queries(small_build):
+    client = small_build["client"]
+    assert client.network_queries["subject_facts"] * 20 <= 40 + 150  # one VALUES query per batch of subjects
+
+
+def test_rebuild_with_a_fresh_cache_is_identical_and_resumes_from_cache(small_build, local_endpoint, tmp_path):
+    a = small_build["result"]
+    client = SparqlClient(local_endpoint.url, cache=tmp_path / "q", cache_key="again")
+    b = build(client, small_config())
+    assert a.results_fingerprint == b.results_fingerprint and a.eval_records == b.eval_records
+    offline = SparqlClient("http://127.0.0.1:9/query", cache=tmp_path / "q", cache_key="again", retries=1)
+    c = build(offline, small_config())  # every query answered from the cache: no endpoint needed
+    assert c.eval_records == a.eval_records and sum(offline.network_queries.values()) == 0
+
+
+def test_unknown_property_is_a_one_line_error(local_endpoint):
+    client = SparqlClient(local_endpoint.url, cache=None)
+    with pytest.raises(BuildError, match="unknown property P99999"):
+        build(client, small_config(relations=("P19", "P99999")))

@@ -1,0 +1,43 @@
+"""HF round trip: parquet, save_to_disk and load_dataset all give back the built records."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fineked.export import load_fineked, load_krd_train
+from fineked.records import LEVELS, record_from_dict
+
+
+def test_round_trip_through_parquet_save_to_disk_and_load_dataset(small_build):
+    from datasets import load_dataset
+
+    out, res = small_build["out"], small_build["result"]
+    for lv in LEVELS:
+        want = [record_from_dict(r) for r in res.eval_records if any(f["level"] == lv for f in r["fine_grained"])]
+        got = load_fineked(out, lv)
+        assert [r.case_id for r in got] == [r.case_id for r in want] and len(got) > 0
+        assert all(f.level == lv for r in got for f in r.fine_grained)
+        assert load_fineked(out / "hf" / "default", lv) == got  # save_to_disk copy
+        hub_style = load_dataset(str(out), split=lv)  # the card's YAML configs drive this
+        assert [record_from_dict(r) for r in hub_style.to_list()] == got
+        jsonl = [record_from_dict(json.loads(line)) for line in (out / "jsonl" / f"{lv}.jsonl").read_text().splitlines()]
+        assert jsonl == got
+    krd = load_krd_train(out)
+    assert len(krd) == len(res.krd_records) and krd[0].source == "fineked-krd"
+    assert len(load_dataset(str(out), "krd_train", split="train")) == len(krd)
+
+
+def test_card_states_thresholds_embedder_and_fingerprint(small_build):
+    card = (small_build["out"] / "README.md").read_text()
+    lo, hi = small_build["result"].thresholds
+    assert f"{lo:.6f}" in card and f"{hi:.6f}" in card
+    assert "all-MiniLM-L6-v2" in card and "sha256:" in card and "config_name: krd_train" in card
+    assert "constraint_facts" in card
+
+
+def test_unknown_split_and_missing_folder_fail_clearly(small_build, tmp_path):
+    with pytest.raises(ValueError, match="unknown FINE-KED split"):
+        load_fineked(small_build["out"], "train")
+    with pytest.raises(FileNotFoundError, match="fineked build"):
+        load_fineked(tmp_path, "easy")
