@@ -57,7 +57,7 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
     cfg = KRDTrainConfig(layer=layer, repr_layer=l_r, tau=args.tau, alpha=args.alpha, beta=args.beta,
                          no_ctr=args.no_ctr, no_kc=args.no_kc, siblings=args.siblings, batch_size=args.batch_size,
                          llm_batch=args.llm_batch, epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction,
-                         patience=args.patience, seed=args.seed)
+                         patience=args.patience, warmup_epochs=args.warmup_epochs, seed=args.seed)
     fp = model_fingerprint(model)
     out = Path(args.out) if args.out else checkpoint_dir(fp, layer, l_r, cfg.variant)
     train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "patience")}
@@ -98,6 +98,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--samples", type=int, default=None, help="use this many krd_train records (default: all)")
     p.add_argument("--siblings", type=int, default=1, help="|N|: sibling facts per sample in L_con, 1-10")
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--warmup-epochs", type=int, default=20,
+                   help="epochs of L_ctr + L_rec alone on the cached states first (seconds each; 0: off)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--llm-batch", type=int, default=32, help="rows per live LLM pass in L_con")
     p.add_argument("--lr", type=float, default=1e-3)

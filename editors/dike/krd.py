@@ -66,5 +66,6 @@ def contrastive_loss(z_r: torch.Tensor, z_u: torch.Tensor, h_s: torch.Tensor, ta
 
 
 def reconstruction_loss(h_s: torch.Tensor, h_hat: torch.Tensor) -> torch.Tensor:
-    """L_rec = ‖h_s − ĥ_s‖², summed over d, mean over the batch."""
-    return (h_s - h_hat).pow(2).sum(-1).mean()
+    """L_rec = ‖h_s − ĥ_s‖² / d, mean over the batch (MSE: summed over d it would swamp the other terms,
+    as SmolLM2's h_s has ‖h_s‖² ≈ 2·10⁴)."""
+    return (h_s - h_hat).pow(2).mean()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from editors.adapters import ModelAdapter
 from editors.locate.hooks import block_output, run_until
@@ -19,12 +20,12 @@ from editors.locate.tokens import last_token_positions, subject_char_span, subje
 @torch.no_grad()
 def subject_and_relation_states(model: Any, tok: Any, adapter: ModelAdapter, layer: int, repr_layer: int,
                                 prompts: Sequence[str], subjects: Sequence[str],
-                                batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+                                batch_size: int = 32, quiet: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(h_s, h_r), each (n, d) float32, for bare prompts; the pass stops after the deeper of the two blocks."""
     device = next(model.parameters()).device
     hs, hr = [], []
     deeper = max(layer, repr_layer)
-    for i in range(0, len(prompts), batch_size):
+    for i in tqdm(range(0, len(prompts), batch_size), desc="caching h_s, h_r", disable=quiet, unit="batch"):
         enc, pos = subject_last_token_positions(tok, prompts[i:i + batch_size], subjects[i:i + batch_size], "right")
         last = last_token_positions(enc["attention_mask"])
         inputs = {k: v.to(device) for k, v in enc.items()}

@@ -6,6 +6,7 @@ chunks of `llm_batch` rows whose gradients are collected on detached copies of z
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -54,6 +55,7 @@ class KRDTrainConfig:
     weight_decay: float = 0.0
     val_fraction: float = 0.05
     patience: int = 1  # epochs without validation improvement before stopping
+    warmup_epochs: int = 0  # cheap epochs of L_ctr + β L_rec alone (cached states, no LLM pass) before the full loss
     seed: int = 0
     bias: bool = False
 
@@ -86,7 +88,7 @@ def split_by_subject(samples: Sequence[KRDSample], val_fraction: float, seed: in
 
 
 def cached_states(model: Any, tok: Any, adapter: ModelAdapter, cfg: KRDTrainConfig, samples: Sequence[KRDSample],
-                  cache: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+                  cache: Path | None, quiet: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(h_s, h_r) of every sample's prompt, read from / written to a safetensors file."""
     from safetensors.torch import load_file, save_file
 
@@ -95,7 +97,7 @@ def cached_states(model: Any, tok: Any, adapter: ModelAdapter, cfg: KRDTrainConf
         return t["h_s"], t["h_r"]
     t0 = time.perf_counter()
     h_s, h_r = subject_and_relation_states(model, tok, adapter, cfg.layer, cfg.repr_layer,
-                                           [s.prompt for s in samples], [s.subject for s in samples])
+                                           [s.prompt for s in samples], [s.subject for s in samples], quiet=quiet)
     log.info("cached h_s/h_r of %d samples in %.1f s", len(samples), time.perf_counter() - t0)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +214,7 @@ def train_krd(model: Any, tok: Any, adapter: ModelAdapter, samples: Sequence[KRD
     if len(samples) < 2:
         raise ValueError("KRD training needs at least 2 samples (InfoNCE contrasts subjects in a batch)")
     t0 = time.perf_counter()
-    h_s_all, h_r_all = cached_states(model, tok, adapter, cfg, samples, state_cache)
+    h_s_all, h_r_all = cached_states(model, tok, adapter, cfg, samples, state_cache, quiet)
     train_idx, val_idx = split_by_subject(samples, cfg.val_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
     krd = KRD(KRDConfig(d=h_s_all.shape[1], bias=cfg.bias))
@@ -233,6 +235,23 @@ def train_krd(model: Any, tok: Any, adapter: ModelAdapter, samples: Sequence[KRD
         log.info("resuming KRD training at epoch %d", start_epoch + 1)
     t0 -= result.seconds
     krd.train()
+    if not resume and cfg.warmup_epochs:
+        warm = dataclasses.replace(cfg, no_kc=True)
+        for w in tqdm(range(cfg.warmup_epochs), desc="KRD warm-up (L_ctr + L_rec)", disable=quiet, unit="epoch"):
+            order = list(train_idx)
+            random.Random(cfg.seed * 1000 - w - 1).shuffle(order)
+            terms = LossTerms()
+            for b in range(0, len(order), cfg.batch_size):
+                sel = order[b:b + cfg.batch_size]
+                if len(sel) < 2:
+                    continue
+                opt.zero_grad()
+                t = batch_step(model, tok, adapter, krd, warm, [samples[i] for i in sel], h_s_all[sel], h_r_all[sel],
+                               train=True)
+                opt.step()
+                terms.add(t, len(sel) / len(order))
+            result.history.setdefault("warmup", []).append({"epoch": w + 1, **asdict(terms)})
+        log.info("warm-up done: ctr %.3f rec %.4f", terms.ctr, terms.rec)
     for epoch in range(start_epoch, cfg.epochs):
         if bad_epochs >= cfg.patience:
             break
