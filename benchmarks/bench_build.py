@@ -42,6 +42,9 @@ def main() -> int:
     ap.add_argument("--no-second-build", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    import datasets
+
+    datasets.disable_progress_bars()
     cfg = BuildConfig(max_cases=args.max_cases, krd_samples=args.krd_samples, quiet=True)
     result, stats, total = one_build(args.out / "a", cfg)
 
