@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "fineked.commands",  # endpoint, build, publish
     "harness.commands",  # run, report, leaderboard, demo
     "harness.krd_cli",  # train-krd
+    "harness.demo",  # demo
 ]
 
 

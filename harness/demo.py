@@ -1,0 +1,95 @@
+"""`fineked demo`: the whole story on the embedded defaults, by running the CLI's own subcommands.
+
+local endpoint -> small FINE-KED build -> small KRD -> every editor on a sample of each level
+-> leaderboard table -> R-Loc plot -> publish dry run. Flags scale it up to the full benchmark.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import UserError
+
+DEMO_EDITORS = ["unedited", "ft", "rome", "memit", "alphaedit", "memit_c", "dike"]
+LEVELS = ["easy", "middle", "hard"]
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline on the embedded defaults (minutes on a laptop CPU)")
+    p.add_argument("--out", default="out/demo", help="folder for every output (default: out/demo)")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--cases-per-level", type=int, default=4, help="edits per level per editor (full benchmark: 0 = all)")
+    p.add_argument("--max-cases", type=int, default=120, help="edit cases to build (full benchmark: 4000)")
+    p.add_argument("--krd-samples", type=int, default=600, help="krd_train records for the demo KRD (paper: ~20000)")
+    p.add_argument("--krd-epochs", type=int, default=2)
+    p.add_argument("--editors", default=",".join(DEMO_EDITORS), help="comma-separated editor specs")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run_demo)
+
+
+def _step(title: str, argv: list[str]) -> None:
+    from harness.cli import main
+
+    print(f"\n=== {title}\n$ fineked {' '.join(argv)}", flush=True)
+    started = time.monotonic()
+    rc = main(argv)
+    if rc:
+        raise UserError(f"demo step '{title}' failed (exit {rc}); fix the error above and rerun `fineked demo` "
+                        "(finished steps are cached and resume)")
+    print(f"--- {title}: {time.monotonic() - started:.0f} s", flush=True)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from fineked.endpoint import LocalEndpoint
+
+    out = Path(args.out)
+    data, runs, krd = out / "fineked", out / "runs", out / "krd"
+    quiet = ["--quiet"] if args.quiet else []
+    editors = [e.strip() for e in args.editors.split(",") if e.strip()]
+    started = time.monotonic()
+
+    print("=== starting the local WikiData endpoint (Oxigraph on 127.0.0.1)", flush=True)
+    with LocalEndpoint() as endpoint:
+        print(f"endpoint: {endpoint.url}", flush=True)
+        _step("build FINE-KED", ["build", "--endpoint", endpoint.url, "--out", str(data),
+                                 "--max-cases", str(args.max_cases), "--krd-samples", str(args.krd_samples * 2)] + quiet)
+    if any(e.startswith("dike") for e in editors):
+        _step("train a small KRD", ["train-krd", "--model", args.model, "--data", str(data),
+                                    "--samples", str(args.krd_samples), "--epochs", str(args.krd_epochs),
+                                    "--out", str(krd)] + quiet)
+    run_dirs = []
+    for level in LEVELS:
+        for spec in editors:
+            run_dir = runs / level / spec.replace("[", "_").replace("]", "").replace(",", "_")
+            argv = ["run", "--editor", spec, "--model", args.model, "--dataset", str(data), "--split", level,
+                    "--out", str(run_dir)] + quiet
+            if args.cases_per_level:
+                argv += ["--limit", str(args.cases_per_level)]
+            if spec.startswith("dike"):
+                argv += ["--set", f"krd_path={krd}"]
+            _step(f"{spec} on {level}", argv)
+            run_dirs.append(str(run_dir))
+    board = out / "leaderboard.csv"
+    _step("leaderboard", ["leaderboard", *run_dirs, "--out", str(board)] + quiet)
+    _step("report and R-Loc plot", ["report", *run_dirs, "--out", str(out / "report")] + quiet)
+    _step("publish dry run", ["publish", "--repo-id", "fineked/fineked-demo", "--data", str(data), "--dry-run"])
+    print_leaderboard(board)
+    print(f"\nDemo finished in {(time.monotonic() - started) / 60:.1f} min. Outputs:\n"
+          f"  dataset (HF DatasetDict, parquet, card): {data}\n"
+          f"  KRD checkpoint + t-SNE diagnostics:      {krd}\n"
+          f"  per-case results and run manifests:      {runs}\n"
+          f"  leaderboard CSV:                         {board}\n"
+          f"  tables (md/csv/tex) and R-Loc plot:      {out / 'report'}\n"
+          f"  publish dry-run folder:                  see the publish step above")
+    return 0
+
+
+def print_leaderboard(path: Path) -> None:
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    wanted = [c for c in df.columns if c in ("editor", "dataset", "n_cases") or c.endswith(("ES", "PS", "NS"))
+              or "rloc" in c.lower() and "ci" not in c.lower()]
+    print("\n=== leaderboard\n" + df[wanted or df.columns].to_string(index=False, max_colwidth=28), file=sys.stdout)
