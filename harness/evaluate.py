@@ -45,9 +45,23 @@ def compute_pre_edit(model: Any, tok: Any, records: Sequence[EditRecord], batch_
     return out
 
 
-def pre_edit_cache_path(model_name: str, fingerprint: str) -> Path:
+def model_fingerprint(model: Any) -> str:
+    """Hashes of two small weights (final norm, last FFN output): a changed checkpoint under the same name
+    gets its own pre-edit cache entry."""
+    from editors.adapters import UnknownModelFamily, adapter_for
+    from editors.base import tensor_digest
+    try:
+        ad = adapter_for(model)
+    except UnknownModelFamily:
+        return "unknown-family"
+    norm = model.get_submodule(ad.final_norm).weight
+    return tensor_digest(norm) + tensor_digest(ad.ffn_out_weight(model, ad.n_layers(model) - 1))
+
+
+def pre_edit_cache_path(model_name: str, fingerprint: str, model: Any = None) -> Path:
     from editors.models import cache_dir
-    key = hashlib.sha256(f"{model_name}|{fingerprint}|v{PRE_EDIT_VERSION}".encode()).hexdigest()[:16]
+    weights = model_fingerprint(model) if model is not None else ""
+    key = hashlib.sha256(f"{model_name}|{weights}|{fingerprint}|v{PRE_EDIT_VERSION}".encode()).hexdigest()[:16]
     return cache_dir() / "pre_edit" / f"{key}.json"
 
 

@@ -194,7 +194,7 @@ class Run:
         if not (self.out / "manifest.json").exists():
             (self.out / "manifest.json").write_text(json.dumps(self.manifest(cfg), indent=2, sort_keys=True))
         records = list(self.dataset.records[:self.limit] if self.limit else self.dataset.records)
-        cache = pre_edit_cache_path(self.config.model, self.dataset.fingerprint) if self.pre_edit_cache else None
+        cache = pre_edit_cache_path(self.config.model, self.dataset.fingerprint, self.model) if self.pre_edit_cache else None
         self.pre = load_or_compute_pre_edit(self.model, self.tok, records, cache, self.config.score_batch_size)
         batches = plan_batches(records, self.config.mode, self.config.batch_size)
         if self.config.mode == "sequential":

@@ -112,3 +112,13 @@ def test_pre_edit_predictions_are_cached_on_disk(tmp_path, monkeypatch):
         raise AssertionError("recomputed despite the cache")
     monkeypatch.setattr(evaluate, "compute_pre_edit", boom)
     assert evaluate.load_or_compute_pre_edit(model, tok, [_record()], path) == first
+
+
+def test_pre_edit_cache_is_keyed_by_weights_too():
+    model, _ = tiny_model_and_tokenizer("gpt2")
+    other, _ = tiny_model_and_tokenizer("gpt2", seed=1)
+    same, _ = tiny_model_and_tokenizer("gpt2")
+    key = evaluate.pre_edit_cache_path("m", "fp", model)
+    assert key == evaluate.pre_edit_cache_path("m", "fp", same)
+    assert key != evaluate.pre_edit_cache_path("m", "fp", other)
+    assert key != evaluate.pre_edit_cache_path("m", "fp2", model)
