@@ -56,7 +56,8 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
     samples = records_to_samples(load_krd_train(args.data), args.samples, args.seed)
     cfg = KRDTrainConfig(layer=layer, repr_layer=l_r, tau=args.tau, alpha=args.alpha, beta=args.beta,
                          no_ctr=args.no_ctr, no_kc=args.no_kc, siblings=args.siblings, batch_size=args.batch_size,
-                         llm_batch=args.llm_batch, epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction,
+                         llm_batch=args.llm_batch, con_per_batch=args.con_per_batch, epochs=args.epochs, lr=args.lr,
+                         val_fraction=args.val_fraction,
                          patience=args.patience, warmup_epochs=args.warmup_epochs, seed=args.seed)
     fp = model_fingerprint(model)
     out = Path(args.out) if args.out else checkpoint_dir(fp, layer, l_r, cfg.variant)
@@ -102,6 +103,9 @@ def add_parsers(sub: Any) -> None:
                    help="epochs of L_ctr + L_rec alone on the cached states first (seconds each; 0: off)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--llm-batch", type=int, default=32, help="rows per live LLM pass in L_con")
+    p.add_argument("--con-per-batch", type=int, default=0,
+                   help="samples per batch whose L_con is computed (a random subset; 0: all). The LLM passes dominate "
+                        "the cost, so this trades L_con variance for time")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--tau", type=float, default=0.1, help="InfoNCE temperature")
     p.add_argument("--alpha", type=float, default=1.0, help="weight of L_con")

@@ -50,6 +50,7 @@ class KRDTrainConfig:
     siblings: int = 1  # |N|, 1-10: sibling facts per sample in L_con
     batch_size: int = 32
     llm_batch: int = 32  # rows per live LLM pass
+    con_per_batch: int = 0  # samples per batch that get L_con (a random subset: batches are shuffled); 0: all
     epochs: int = 2
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -166,16 +167,17 @@ def batch_step(model: Any, tok: Any, adapter: ModelAdapter, krd: KRD, cfg: KRDTr
         local = ctr + cfg.beta * rec
     terms = LossTerms(ctr=ctr.item(), rec=rec.item())
     if not cfg.no_kc and cfg.alpha > 0:
-        zr_leaf = z_r.detach().requires_grad_(train)
-        zu_leaf = z_u.detach().requires_grad_(train)
+        m = min(cfg.con_per_batch or len(batch), len(batch))  # an unbiased subsample when the LLM passes dominate
+        zr_leaf = z_r[:m].detach().requires_grad_(train)
+        zu_leaf = z_u[:m].detach().requires_grad_(train)
         with torch.set_grad_enabled(train):
-            terms.con_r, terms.con_u = constraint_loss(model, tok, adapter, cfg, batch, zr_leaf, zu_leaf,
+            terms.con_r, terms.con_u = constraint_loss(model, tok, adapter, cfg, batch[:m], zr_leaf, zu_leaf,
                                                        cfg.alpha if train else None)
         if train:
             # chain the collected dL_con/dz into the KRD graph
             for z, leaf in ((z_r, zr_leaf), (z_u, zu_leaf)):
                 if leaf.grad is not None:
-                    local = local + (z * leaf.grad).sum()
+                    local = local + (z[:m] * leaf.grad).sum()
     terms.total = terms.ctr + cfg.alpha * (terms.con_r + terms.con_u) + cfg.beta * terms.rec
     if train:
         local.backward()
