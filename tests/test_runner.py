@@ -164,3 +164,23 @@ def test_sequential_edits_accumulate_with_checkpoints(data, tmp_path):
     assert [c["n_edits"] for c in ckpts] == [2, 4]
     assert ckpts[0]["metrics"]["ES"]["n"] == 2
     assert len(results(tmp_path / "q")) == len(CASES)
+
+
+def test_sequential_resume_replays_edits_without_duplicating_checkpoints(data, tmp_path, monkeypatch):
+    make_run(data, tmp_path / "a", mode="sequential", eval_every=2).execute()
+    real, calls = runner.Run._evaluate_all, []
+
+    def dies_on_second(self, recs, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, recs, *a, **k)
+    monkeypatch.setattr(runner.Run, "_evaluate_all", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        make_run(data, tmp_path / "b", mode="sequential", eval_every=2).execute()
+    assert not (tmp_path / "b" / "results.jsonl").exists()
+    monkeypatch.setattr(runner.Run, "_evaluate_all", real)
+    make_run(data, tmp_path / "b", mode="sequential", eval_every=2).execute()
+    ck = lambda d: [json.loads(x) for x in (d / "checkpoints.jsonl").read_text().splitlines()]  # noqa: E731
+    assert ck(tmp_path / "b") == ck(tmp_path / "a")
+    assert results(tmp_path / "b") == results(tmp_path / "a")
