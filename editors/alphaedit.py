@@ -107,5 +107,5 @@ class AlphaEditEditor(LocateEditor):
             prev = self.prev_keys.get(layer)
             self.prev_keys[layer] = K if prev is None else torch.cat([prev, K], dim=1)
         result.added = {l: K.shape[1] for l, K in new_keys.items()}
-        result.info.update(vstar_steps=[tv.steps for tv in tvs],
+        result.info.update(vstar_steps=[tv.steps for tv in tvs], vstar_nll=[(tv.nll_init, tv.nll) for tv in tvs],
                            null_dims={l: int(torch.trace(P[l]).round()) for l in layers})

@@ -82,7 +82,7 @@ class MemitEditor(LocateEditor):
             return memit_delta(R, K, C, hp.mom2_update_weight, keep[layer])
 
         spread_update(model, tok, adapter, layers, requests, prefixes, Z, timer, layer_delta)
-        result.info.update(vstar_steps=[tv.steps for tv in tvs])
+        result.info.update(vstar_steps=[tv.steps for tv in tvs], vstar_nll=[(tv.nll_init, tv.nll) for tv in tvs])
 
 
 class MemitCEditor(MemitEditor):

@@ -35,7 +35,7 @@ class RomeEditor(LocateEditor):
         hp = self.hparams
         layer = layers[0]
         C = stats[layer]
-        steps = []
+        steps, nlls = [], []
         for req in requests:
             with timer("keys"):
                 k = compute_keys(model, tok, adapter, layer, [req], prefixes)[0]
@@ -52,7 +52,8 @@ class RomeEditor(LocateEditor):
                     C_eff = hp.mom2_update_weight * C_eff + K_keep @ K_keep.T
                 self.add_delta(model, adapter, layer, rome_delta(W, C_eff, k64, v))
             steps.append(tv.steps)
-        result.info.update(vstar_steps=steps)
+            nlls.append((tv.nll_init, tv.nll))
+        result.info.update(vstar_steps=steps, vstar_nll=nlls)
 
 
 class RomeCEditor(RomeEditor):

@@ -43,6 +43,7 @@ class TargetValue:
     backward_passes: int
     loss: float
     nll: float
+    nll_init: float  # NLL of o* before the optimisation (delta = 0)
 
     @property
     def target(self) -> torch.Tensor:
@@ -126,7 +127,7 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
     opt = torch.optim.Adam([delta], lr=cfg.lr)
     kl_init = None
     n_fwd = n_bwd = 0
-    loss_val = nll_val = float("nan")
+    loss_val = nll_val = nll_init = float("nan")
     n = batch.n_rewrite
     with frozen(model):
         for step in range(cfg.steps):
@@ -145,6 +146,8 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
             decay = cfg.weight_decay * delta.norm() / init.norm() ** 2
             loss = nll + kl + decay
             loss_val, nll_val = loss.item(), nll.item()
+            if step == 0:
+                nll_init = nll_val
             log.debug("case %s step %d loss %.3f nll %.3f", request.case_id, step, loss_val, nll_val)
             if loss_val < cfg.loss_threshold or step == cfg.steps - 1:
                 break
@@ -157,4 +160,5 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
                 if delta.norm() > max_norm:
                     delta.mul_(max_norm / delta.norm())
     return TargetValue(delta=delta.detach().float(), init=init.detach().float(), steps=n_fwd,
-                       backward_passes=n_bwd, loss=loss_val, nll=nll_val)
+                       backward_passes=n_bwd, loss=loss_val, nll=nll_val,
+                       nll_init=nll_init)

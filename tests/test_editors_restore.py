@@ -1,0 +1,90 @@
+"""Every locate-and-edit editor runs on tiny GPT-2, GPT-J and LLaMA models, touches only the FFN output weights
+of its layers, writes its optimised target value into the weights, and restores the model bit-exactly."""
+import pytest
+import torch
+
+from editors.adapters import adapter_for
+from editors.base import EditRequest, PreservedFact, parameter_digests
+from editors.locate.hooks import block_output, ffn_output
+from editors.locate.tokens import subject_last_token_positions
+from editors.locate.vstar import optimise_target_value
+from editors.registry import make_editor
+from test_locate_helpers import trained_tiny
+
+# No context prefixes, so k* is the bare prompt's key and the edited weights must reproduce the optimised value at
+# the bare prompt's subject token; a tiny λ (MEMIT) / L2 and a full projector (AlphaEdit) make the least-squares
+# step exact. A weak weight
+# decay and loose clamp suit the tiny models' small activations. Real settings are exercised on SmolLM2.
+TINY = {"stats_corpus": "bundled", "stats_n_samples": 150, "stats_max_len": 32, "v_num_grad_steps": 12,
+        "v_lr": 1.0, "v_weight_decay": 1e-3, "clamp_norm_factor": 100.0, "context_prefixes": [], "quiet": True}
+EDITORS = {"rome": {}, "rome_c": {"mom2_update_weight": 1e-3},
+           "memit": {"mom2_update_weight": 1e-6}, "memit_c": {"mom2_update_weight": 1e-6},
+           "alphaedit": {"nullspace_threshold": 1e9, "L2": 1e-6}}
+REQ = EditRequest("c1", "The capital of France is", "France", "Tokyo", "Paris",
+                  preserve=(PreservedFact("The official language of France is", "French"),))
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FINEKED_CACHE", str(tmp_path_factory.getbasetemp() / "fineked-cache"))
+
+
+def nll(model, tok, prompt, target):
+    enc = tok(prompt + " " + target, return_tensors="pt")
+    n_prompt = len(tok(prompt).input_ids)
+    logp = model(**enc).logits[0, :-1].log_softmax(-1)
+    ids = enc.input_ids[0, 1:]
+    return -logp[torch.arange(len(ids)), ids][n_prompt - 1:].mean().item()
+
+
+def site_value(model, tok, ad, site, layer):
+    """The FFN output (ROME) or block output (MEMIT, AlphaEdit) at the bare prompt's last subject token."""
+    enc, pos = subject_last_token_positions(tok, [REQ.prompt], [REQ.subject])
+    with (ffn_output if site == "ffn_output" else block_output)(model, ad, layer, pos) as s:
+        model(**enc)
+    return s.value[0].double()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gptj", "llama"])
+@pytest.mark.parametrize("spec", list(EDITORS))
+def test_edit_realises_target_value_and_restores_bit_exactly(family, spec):
+    model, tok = trained_tiny(family)
+    ad = adapter_for(model)
+    names = [n for n, _ in model.named_parameters()]
+    before = parameter_digests(model, names)
+    editor = make_editor(spec, "tiny", {**TINY, **EDITORS[spec]})
+    site = "ffn_output" if spec.startswith("rome") else "block_output"
+    layer = editor.edit_layers(model, ad)[0 if site == "ffn_output" else -1]
+    # the target value, recomputed independently on the unedited model (the optimisation is deterministic)
+    tv = optimise_target_value(model, tok, ad, layer, REQ, [], editor.hparams.vstar(), site=site)
+    pre = site_value(model, tok, ad, site, layer)
+    result = editor.apply(model, tok, [REQ])
+    changed = {n for n in names if parameter_digests(model, [n])[n] != before[n]}
+    assert changed == {ad.ffn_out_weight_name(l) for l in result.info["layers"]}
+    assert set(result.originals) == changed  # only touched weights are copied
+    (v0, v1), = result.info["vstar_nll"]
+    assert v1 == pytest.approx(tv.nll, abs=1e-5) and v1 < v0 - 0.1
+    post = site_value(model, tok, ad, site, layer)
+    target = tv.target.double()
+    if spec == "memit_c":  # the preserved fact's key pulls against the edit: closer, not exact
+        assert (post - target).norm() < 0.5 * (pre - target).norm()
+    else:
+        assert torch.allclose(post, target, atol=1e-3 * target.norm().item()), (post - target).norm()
+    assert {"keys", "vstar", "stats", "solve"} <= set(result.timings)
+    result.restore(model)
+    assert parameter_digests(model, names) == before
+
+
+@pytest.mark.parametrize("spec", ["rome", "memit", "alphaedit"])
+def test_batch_of_edits_to_one_subject(spec):
+    model, tok = trained_tiny("llama")
+    reqs = [EditRequest("a", "The capital of France is", "France", "Tokyo"),
+            EditRequest("b", "The official language of France is", "France", "Japan")]
+    before = [nll(model, tok, r.prompt, r.target_new) for r in reqs]
+    editor = make_editor(spec, "tiny", {**TINY, **EDITORS[spec]})
+    result = editor.apply(model, tok, reqs)
+    after = [nll(model, tok, r.prompt, r.target_new) for r in reqs]
+    assert all(a < b - 0.3 for a, b in zip(after, before)), (before, after)
+    assert result.info["n_requests"] == 2 and len(result.info["vstar_nll"]) == 2
+    result.restore(model)
+    assert [nll(model, tok, r.prompt, r.target_new) for r in reqs] == before
