@@ -1,0 +1,97 @@
+"""Edits per second of rome and memit on a randomly initialised GPT2-XL-shaped model (no weights travel).
+
+Self-contained: the model is built from a config on the target device, the tokenizer is the offline tiny
+byte-level BPE (ids fit GPT-2's vocabulary), statistics come from the bundled corpus (capped). Speed does not
+depend on the weights, but early stopping never triggers on a random model, so every edit runs all v* steps
+(a worst case). The first edit of each editor (statistics, prefixes) is reported apart.
+
+    python benchmarks/gpu_edit_timing.py                # GPT2-XL shape on cuda, upstream gpt2-xl hparams
+    python benchmarks/gpu_edit_timing.py --tiny --device cpu --edits 3   # a tiny shape, for tests
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from editors.base import EditRequest
+from editors.registry import make_editor
+from editors.tiny import tiny_tokenizer
+
+GPT2_XL = dict(n_layer=48, n_embd=1600, n_head=25, n_positions=1024, vocab_size=50257)
+TINY = dict(n_layer=4, n_embd=64, n_head=4, n_positions=256, vocab_size=400, bos_token_id=0, eos_token_id=0)
+SUBJECTS = ["France", "Germany", "Italy", "Japan", "Spain", "Canada", "England", "Danielle Darrieux"]
+PROMPTS = ["The capital of {} is", "The official language of {} is", "{} is located in the continent of"]
+TARGETS = ["Tokyo", "Berlin", "Asia", "English", "Rome", "Madrid"]
+
+
+def build_model(shape: dict, device: str, dtype: torch.dtype):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model("gpt2", **shape)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    return model.eval().requires_grad_(False)
+
+
+def requests(n: int) -> list[EditRequest]:
+    out = []
+    for i in range(n):
+        s = SUBJECTS[i % len(SUBJECTS)]
+        p = PROMPTS[(i // len(SUBJECTS)) % len(PROMPTS)].format(s)
+        out.append(EditRequest(f"r{i}", p, s, TARGETS[i % len(TARGETS)]))
+    return out
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="a 4-layer d=64 GPT-2 instead of the GPT2-XL shape")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--editors", default="rome,memit")
+    ap.add_argument("--edits", type=int, default=10, help="timed edits per editor (after one warm-up edit)")
+    ap.add_argument("--stats-samples", type=int, default=1000)
+    args = ap.parse_args()
+    dtype = getattr(torch, args.dtype)
+    t0 = time.perf_counter()
+    model = build_model(TINY if args.tiny else GPT2_XL, args.device, dtype)
+    tok = tiny_tokenizer("gpt2")
+    print(f"model: {'tiny' if args.tiny else 'GPT2-XL shape'} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
+          f"params, {args.dtype}) on {args.device}"
+          + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+          + f", built in {time.perf_counter() - t0:.1f}s")
+    key = "tiny" if args.tiny else "gpt2-xl"
+    reqs = requests(args.edits + 1)
+    print(f"{'editor':8} {'warm-up s':>9} {'edits/s':>8} {'s/edit':>7} {'keys':>6} {'v*':>6} {'solve':>6} {'steps':>5}")
+    for spec in args.editors.split(","):
+        editor = make_editor(spec, key, {"stats_corpus": "bundled", "stats_n_samples": args.stats_samples,
+                                         "quiet": True})
+        sync(args.device)
+        t = time.perf_counter()
+        editor.apply(model, tok, reqs[:1]).restore(model)
+        sync(args.device)
+        warm = time.perf_counter() - t
+        per = []
+        t = time.perf_counter()
+        for r in reqs[1:]:
+            res = editor.apply(model, tok, [r])
+            sync(args.device)
+            res.restore(model)
+            per.append(dict(res.timings, steps=res.info["vstar_steps"][0]))
+        sync(args.device)
+        total = time.perf_counter() - t
+        med = {k: statistics.median(p[k] for p in per) for k in per[0]}
+        print(f"{spec:8} {warm:9.2f} {len(per) / total:8.3f} {total / len(per):7.3f} {med['keys']:6.3f} "
+              f"{med['vstar']:6.3f} {med['solve']:6.3f} {med['steps']:5.0f}")
+
+
+if __name__ == "__main__":
+    main()
