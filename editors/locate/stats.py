@@ -95,6 +95,7 @@ def collect_second_moments(model: Any, tok: Any, adapter: ModelAdapter, layers: 
     acc = {l: torch.zeros(d_in, d_in, dtype=torch.float64, device=device) for l in layers}
     count = 0
     deepest = max(layers)
+    texts = sorted(texts, key=len)  # similar lengths per batch: little padding; the sum does not depend on order
     old_side = tok.padding_side
     tok.padding_side = "right"
     try:
