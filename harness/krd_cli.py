@@ -43,6 +43,8 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
     from fineked.export import load_krd_train
     from harness.commands import load_named_model
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, tok, key = load_named_model(args.model)
     adapter = adapter_for(model)
@@ -119,5 +121,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="checkpoint folder (default: the cache folder dike reads)")
     p.add_argument("--fresh", action="store_true", help="ignore a saved training state")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_krd)

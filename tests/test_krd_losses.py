@@ -40,7 +40,7 @@ def test_contrastive_loss_is_both_components():
 def test_reconstruction_loss_matches_hand_computation():
     h = torch.tensor(H_S, dtype=torch.float64)
     h_hat = torch.tensor(Z_R, dtype=torch.float64)
-    want = sum(sum((a - b) ** 2 for a, b in zip(r1, r2)) for r1, r2 in zip(H_S, Z_R)) / 2
+    want = sum(sum((a - b) ** 2 for a, b in zip(r1, r2)) for r1, r2 in zip(H_S, Z_R)) / (2 * 3)
     assert abs(reconstruction_loss(h, h_hat).item() - want) < 1e-12
 
 

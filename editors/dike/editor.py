@@ -42,6 +42,9 @@ class DikeHparams(MemitHparams):
     no_kc: bool = False
     no_tke: bool = False
     no_fik: bool = False
+    # [open] h_s*(δ) = W5(z_r + δ) + W6 z_u (the paper) carries the KRD's reconstruction error ĥ_s − h_s into v*.
+    # True adds the residual h_s − ĥ_s back, so only W5 δ is written into the weights.
+    keep_recon_residual: bool = False
 
     @property
     def krd_variant(self) -> str:
@@ -147,8 +150,10 @@ class DikeEditor(LocateEditor):
         with torch.no_grad():
             z_r, z_u = krd.components(h_s, h_r)
 
+        base = krd.recompose(z_r, z_u) if self.hparams.keep_recon_residual else h_s
+
         def shift(delta: torch.Tensor) -> torch.Tensor:
-            return krd.recompose(z_r + delta, z_u) - h_s
+            return krd.recompose(z_r + delta, z_u) - base
 
         def intervention(delta: torch.Tensor, positions: Sequence[int]):
             return block_output(model, adapter, layer, positions, add=shift(delta))
