@@ -87,12 +87,16 @@ def main() -> None:
 
     records = json.load(gzip.open(CF))[args.offset:args.offset + args.cases]
     model, tok = load_model(args.model)
-    rows = []
+    header = (f"{'editor':10} {'edit s':>7} {'keys':>6} {'v*':>6} {'stats':>6} {'solve':>6} {'eval':>6} "
+              f"{'floor':>6} {'ratio':>6} {'steps':>5} {'ES':>5} {'PS':>5} {'NS':>5}")
+    print(f"{args.model}, {len(records)} CounterFact cases (records {args.offset}..), torch threads "
+          f"{torch.get_num_threads()}; seconds are medians per edit\n{header}", flush=True)
     base = [evaluate(model, tok, r) for r in records]
-    rows.append(("unedited", None, {m: sum(b[m] for b in base) / len(base) for m in ("ES", "PS", "NS")}))
+    acc = {m: sum(b[m] for b in base) / len(base) for m in ("ES", "PS", "NS")}
+    print(f"{'unedited':10} {'':>7} {'':>6} {'':>6} {'':>6} {'':>6} {'':>6} {'':>6} {'':>6} {'':>5} "
+          f"{acc['ES']:5.2f} {acc['PS']:5.2f} {acc['NS']:5.2f}", flush=True)
     for spec in args.editors.split(","):
         editor = make_editor(spec, model_key(args.model), {"quiet": True, **parse_overrides(args.set)})
-        layers = None
         per, scores = [], []
         for rec in records:
             req = EditRequest(str(rec["case_id"]), rec["prompt"], rec["subject"], rec["target_new"], rec["ground_truth"])
@@ -108,23 +112,12 @@ def main() -> None:
             n_fwd = res.info["vstar_steps"][0]
             floor = floor_seconds(model, tok, req, editor.prefixes(model, tok), layer, site, n_fwd, max(n_fwd - 1, 1))
             per.append(dict(res.timings, edit=t_edit, eval=t_eval, floor=floor, steps=n_fwd))
-        med = {k: statistics.median(p[k] for p in per) for k in per[0]}
-        ratio = statistics.median(p["edit"] / p["floor"] for p in per)
+        t = {k: statistics.median(p[k] for p in per) for k in per[0]}
+        t["ratio"] = statistics.median(p["edit"] / p["floor"] for p in per)
         acc = {m: sum(s[m] for s in scores) / len(scores) for m in ("ES", "PS", "NS")}
-        rows.append((spec, dict(med, ratio=ratio, layers=layers), acc))
-    print(f"\n{args.model}, {len(records)} CounterFact cases (records {args.offset}..), torch threads "
-          f"{torch.get_num_threads()}; seconds are medians per edit")
-    print(f"{'editor':10} {'edit s':>7} {'keys':>6} {'v*':>6} {'stats':>6} {'solve':>6} {'eval':>6} {'floor':>6} "
-          f"{'ratio':>6} {'steps':>5} {'ES':>5} {'PS':>5} {'NS':>5}")
-    for name, t, acc in rows:
-        if t is None:
-            print(f"{name:10} {'':>7} {'':>6} {'':>6} {'':>6} {'':>6} {'':>6} {'':>6} {'':>6} {'':>5} "
-                  f"{acc['ES']:5.2f} {acc['PS']:5.2f} {acc['NS']:5.2f}")
-            continue
-        print(f"{name:10} {t['edit']:7.2f} {t['keys']:6.2f} {t['vstar']:6.2f} {t['stats']:6.2f} {t['solve']:6.2f} "
+        print(f"{spec:10} {t['edit']:7.2f} {t['keys']:6.2f} {t['vstar']:6.2f} {t['stats']:6.2f} {t['solve']:6.2f} "
               f"{t['eval']:6.2f} {t['floor']:6.2f} {t['ratio']:6.2f} {t['steps']:5.0f} "
-              f"{acc['ES']:5.2f} {acc['PS']:5.2f} {acc['NS']:5.2f}")
-
+              f"{acc['ES']:5.2f} {acc['PS']:5.2f} {acc['NS']:5.2f}", flush=True)
 
 if __name__ == "__main__":
     main()
