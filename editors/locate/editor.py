@@ -44,7 +44,7 @@ class LocateHparams:
     stats_max_len: int = 128
     stats_dtype: str = "float32"
     preserve_weight: float = 1.0  # -C variants: weight of each preserved fact's key, relative to an edit key
-    quiet: bool = False
+    quiet: bool = False  # no progress bars; a runner may also set `editor.quiet = True` (outside the hparams hash)
 
     def vstar(self) -> VStarConfig:
         return VStarConfig(steps=self.v_num_grad_steps, lr=self.v_lr, weight_decay=self.v_weight_decay,
@@ -101,7 +101,8 @@ class LocateEditor:
         missing = [l for l in layers if (fp, l) not in self._stats]
         if missing:
             found = layer_second_moments(model, tok, adapter, missing, hp.stats_corpus, hp.stats_n_samples,
-                                         hp.stats_max_len, hp.stats_dtype, quiet=hp.quiet)
+                                         hp.stats_max_len, hp.stats_dtype,
+                                         quiet=hp.quiet or getattr(self, "quiet", False))
             self._stats.update({(fp, l): C for l, C in found.items()})
         return {l: self._stats[(fp, l)] for l in layers}
 
