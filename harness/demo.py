@@ -20,10 +20,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded defaults (minutes on a laptop CPU)")
     p.add_argument("--out", default="out/demo", help="folder for every output (default: out/demo)")
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--cases-per-level", type=int, default=4, help="edits per level per editor (full benchmark: 0 = all)")
+    p.add_argument("--cases-per-level", type=int, default=2, help="edits per level per editor (full benchmark: 0 = all)")
     p.add_argument("--max-cases", type=int, default=120, help="edit cases to build (full benchmark: 4000)")
-    p.add_argument("--krd-samples", type=int, default=600, help="krd_train records for the demo KRD (paper: ~20000)")
-    p.add_argument("--krd-epochs", type=int, default=2)
+    p.add_argument("--krd-samples", type=int, default=400, help="krd_train records for the demo KRD (paper: ~20000)")
+    p.add_argument("--krd-epochs", type=int, default=1)
+    p.add_argument("--krd-con-per-batch", type=int, default=4,
+                   help="rows per batch that get the live-LLM constraint loss (0: all; the demo samples to stay fast)")
     p.add_argument("--editors", default=",".join(DEMO_EDITORS), help="comma-separated editor specs")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_demo)
@@ -58,6 +60,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if any(e.startswith("dike") for e in editors):
         _step("train a small KRD", ["train-krd", "--model", args.model, "--data", str(data),
                                     "--samples", str(args.krd_samples), "--epochs", str(args.krd_epochs),
+                                    "--con-per-batch", str(args.krd_con_per_batch),
                                     "--out", str(krd)] + quiet)
     run_dirs = []
     for level in LEVELS:
