@@ -1,5 +1,6 @@
 """examples/my_editor installs as a real package, registers through the entry point, and reports next to DiKE."""
 import importlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,10 @@ DIKE_FAST = ["--set", "layers=[1]", "--set", "repr_layer=2", "--set", "stats_cor
 @pytest.fixture()
 def installed_example(tmp_path, monkeypatch):
     """pip-install the example into a private target folder and put it on sys.path, as `pip install` would."""
-    target = tmp_path / "site"
+    target, source = tmp_path / "site", tmp_path / "my_editor"
+    shutil.copytree(EXAMPLE, source)  # setuptools builds in the source tree; keep the checkout clean
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True)
+                    "--target", str(target), str(source)], check=True)
     monkeypatch.syspath_prepend(str(target))
     importlib.invalidate_caches()
     monkeypatch.setenv("FINEKED_CACHE", str(tmp_path / "cache"))
