@@ -93,6 +93,7 @@ def print_leaderboard(path: Path) -> None:
     import pandas as pd
 
     df = pd.read_csv(path)
-    wanted = [c for c in df.columns if c in ("editor", "dataset", "n_cases") or c.endswith(("ES", "PS", "NS"))
-              or "rloc" in c.lower() and "ci" not in c.lower()]
-    print("\n=== leaderboard\n" + df[wanted or df.columns].to_string(index=False, max_colwidth=28), file=sys.stdout)
+    metrics = [c for c in ("ES", "PS", "NS", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard", "RLoc_tok_avg",
+                           "RLoc_prob_avg") if c in df.columns]
+    shown = df[["dataset", "editor", "n_cases", *metrics]]
+    print("\n=== leaderboard (%; per-case values, CIs in the CSV)\n" + shown.to_string(index=False), flush=True)
