@@ -20,7 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded defaults (minutes on a laptop CPU)")
     p.add_argument("--out", default="out/demo", help="folder for every output (default: out/demo)")
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--cases-per-level", type=int, default=2, help="edits per level per editor (full benchmark: 0 = all)")
+    p.add_argument("--cases-per-level", type=int, default=1, help="edits per level per editor (full benchmark: 0 = all)")
     p.add_argument("--max-cases", type=int, default=120, help="edit cases to build (full benchmark: 4000)")
     p.add_argument("--krd-samples", type=int, default=400, help="krd_train records for the demo KRD (paper: ~20000)")
     p.add_argument("--krd-epochs", type=int, default=1)

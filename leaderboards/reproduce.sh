@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Reproduces the committed leaderboards exactly (same build, seeds, limits and hparams).
-# Usage: N=3 CF_N=10 bash leaderboards/reproduce.sh      (from the repository root, after `make setup`)
+# Usage: N=2 CF_N=3 bash leaderboards/reproduce.sh      (from the repository root, after `make setup`)
 set -euo pipefail
 source .venv/bin/activate
 export HF_HUB_OFFLINE=1
-N=${N:-3}          # edits per FINE-KED level per editor
-CF_N=${CF_N:-10}   # CounterFact cases for the locate-and-edit editors and DiKE
+N=${N:-2}          # edits per FINE-KED level per editor
+CF_N=${CF_N:-3}    # CounterFact cases for the locate-and-edit editors and DiKE
 DATA=out/fineked
 RUNS=leaderboards/runs
 KRD=out/krd-fineked
