@@ -34,12 +34,15 @@ def upload_folder(data: Path, dest: Path) -> Path:
 
 def verify_folder(folder: Path) -> dict[str, int]:
     """load_dataset(folder) must read every split of both configs; returns rows per split."""
+    import tempfile
+
     from datasets import load_dataset
 
-    counts = {}
-    for lv in LEVELS:
-        counts[lv] = len(load_dataset(str(folder), split=lv))
-    counts["krd_train"] = len(load_dataset(str(folder), "krd_train", split="train"))
+    # A private cache: datasets' own cache can hand back an older folder's tables when the
+    # relative file names and mtimes match (seen with two builds staged as `*-upload`).
+    with tempfile.TemporaryDirectory(prefix="fineked-verify-") as cache:
+        counts = {lv: len(load_dataset(str(folder), split=lv, cache_dir=cache)) for lv in LEVELS}
+        counts["krd_train"] = len(load_dataset(str(folder), "krd_train", split="train", cache_dir=cache))
     return counts
 
 

@@ -26,6 +26,21 @@ def test_dry_run_writes_the_upload_folder_and_loads_every_split(small_build, tmp
     assert res["rows"]["krd_train"] == len(small_build["result"].krd_records)
 
 
+def test_dry_run_reads_this_folder_not_a_cached_older_one(small_build, tmp_path):
+    """Regression: a second, smaller build staged under the same name must report its own row counts."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    first = publish(small_build["out"], "org/fineked", dry_run=True, staging=tmp_path / "a" / "up")
+    smaller = tmp_path / "smaller"
+    shutil.copytree(small_build["out"], smaller)
+    table = pq.read_table(smaller / "data" / "easy.parquet")
+    pq.write_table(table.slice(0, 1), smaller / "data" / "easy.parquet")
+    second = publish(smaller, "org/fineked", dry_run=True, staging=tmp_path / "b" / "up")
+    assert first["rows"]["easy"] > 1 and second["rows"]["easy"] == 1
+
+
 class FakeHub:
     def __init__(self):
         self.calls, outer = [], self
