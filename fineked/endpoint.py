@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import shutil
+import sys
 import socket
 import subprocess
 import time
@@ -19,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def oxigraph_binary() -> str:
-    exe = shutil.which("oxigraph")
+    # The wheel installs the server next to the interpreter; a venv used without activation is not on PATH.
+    scripts = Path(sys.executable).parent
+    exe = shutil.which("oxigraph", path=os.pathsep.join([str(scripts), os.environ.get("PATH", "")]))
     if exe is None:
         raise SparqlError("the `oxigraph` server binary is missing; run `pip install oxigraph==0.5.13`")
     return exe
