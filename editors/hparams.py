@@ -40,12 +40,18 @@ def yaml_path(editor: str, model_key: str) -> Path:
     return HPARAMS_DIR / editor / f"{stem}.yaml"
 
 
-def load_hparams(cls: type[T], editor: str, model_key: str, overrides: dict[str, Any] | None = None) -> T:
-    """Dataclass defaults <- YAML for (editor, model_key) if present <- overrides. Unknown keys fail loudly."""
-    values: dict[str, Any] = {}
+def read_yaml(editor: str, model_key: str) -> dict[str, Any]:
+    """The YAML values for (editor, model_key), or {} when there is no file."""
     path = yaml_path(editor, model_key)
-    if path.exists():
-        values.update(yaml.safe_load(path.read_text()) or {})
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def load_hparams(cls: type[T], editor: str, model_key: str, overrides: dict[str, Any] | None = None,
+                 base: dict[str, Any] | None = None) -> T:
+    """Dataclass defaults <- base (values inherited from another editor) <- YAML for (editor, model_key)
+    <- overrides. Unknown keys fail loudly."""
+    values: dict[str, Any] = dict(base or {})
+    values.update(read_yaml(editor, model_key))
     values.update(overrides or {})
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)

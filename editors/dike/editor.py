@@ -12,7 +12,6 @@ load the KRD trained without that loss (`fineked train-krd --no-ctr` / `--no-kc`
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -67,23 +66,10 @@ class DikeEditor(LocateEditor):
     @classmethod
     def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None) -> "DikeEditor":
         """MEMIT's YAML for model_key, then dike's (layers, l_r), then overrides: same keys, C, λ and v* as memit."""
-        import yaml
+        from editors.hparams import load_hparams, read_yaml
 
-        from editors.hparams import HparamsError, yaml_path
-
-        base: dict[str, Any] = {}
-        memit_yaml = yaml_path("memit", model_key)
-        if memit_yaml.exists():
-            base = {k: v for k, v in (yaml.safe_load(memit_yaml.read_text()) or {}).items() if k != "layers"}
-        dike_yaml = yaml_path("dike", model_key)
-        if dike_yaml.exists():
-            base.update(yaml.safe_load(dike_yaml.read_text()) or {})
-        base.update(overrides or {})
-        known = {f.name for f in dataclasses.fields(DikeHparams)}
-        unknown = sorted(set(base) - known)
-        if unknown:
-            raise HparamsError(f"dike: unknown hparam(s) {unknown}; known: {sorted(known)}")
-        return cls(DikeHparams(**base))
+        memit = {k: v for k, v in read_yaml("memit", model_key).items() if k != "layers"}
+        return cls(load_hparams(DikeHparams, "dike", model_key, overrides, base=memit))
 
     def default_layers(self, n_layers: int, adapter: ModelAdapter) -> list[int]:
         return [adapter.default_edit_layer(n_layers)]

@@ -13,6 +13,7 @@ import torch
 from editors.adapters import adapter_for
 from editors.base import EditRequest, EditResult
 from editors.hparams import load_hparams
+from editors.text import encode_pair
 
 
 @dataclass
@@ -45,11 +46,10 @@ class LastLayerNudge:
             opt.zero_grad()
             loss = 0.0
             for req in requests:
-                prompt_ids = tok(req.prompt, return_tensors="pt").input_ids.to(device)
-                target_ids = tok(" " + req.target_new, add_special_tokens=False, return_tensors="pt").input_ids.to(device)
-                ids = torch.cat([prompt_ids, target_ids], dim=1)
-                logits = model(ids).logits[0, prompt_ids.shape[1] - 1:-1]
-                loss = loss + torch.nn.functional.cross_entropy(logits, target_ids[0])
+                prompt_ids, target_ids = encode_pair(tok, req.prompt, req.target_new)  # the suite's spacing/BOS rule
+                ids = torch.tensor([prompt_ids + target_ids], device=device)
+                logits = model(ids).logits[0, len(prompt_ids) - 1:-1]
+                loss = loss + torch.nn.functional.cross_entropy(logits, torch.tensor(target_ids, device=device))
             loss.backward()
             opt.step()
         weight.requires_grad_(False)
