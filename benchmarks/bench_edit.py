@@ -63,8 +63,8 @@ def floor_seconds(model, tok, req, prefixes, layer: int, site: str, n_fwd: int, 
     h = model.get_submodule(path).register_forward_hook(hook)
     t0 = time.perf_counter()
     for i in range(n_fwd):
-        logits = model(**batch.inputs, use_cache=False).logits
-        loss = -(logits[: batch.n_rewrite, :-1].log_softmax(-1).gather(-1, batch.target_ids[..., None])[..., 0]
+        logits = model(**batch.inputs, use_cache=False, logits_to_keep=batch.logit_positions).logits
+        loss = -(logits[: batch.n_rewrite].log_softmax(-1).gather(-1, batch.target_ids[..., None])[..., 0]
                  * batch.target_mask).sum()
         if i < n_bwd:
             loss.backward()

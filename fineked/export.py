@@ -103,10 +103,23 @@ def _rows(source: str | Path, config: str, split: str) -> list[dict]:
     return load_dataset(str(source), config, split=split).to_list()
 
 
+ALL_LEVELS = "all"
+
+
 def load_fineked(source: str | Path, split: str) -> list[EditRecord]:
-    """Validated evaluation records of one level: a built folder (parquet or save_to_disk) or a hub id."""
+    """Validated evaluation records of one level: a built folder (parquet or save_to_disk) or a hub id.
+
+    split="all": the cases that have fine-grained facts at every level, each carrying all of them, so one edit is
+    scored on easy, middle and hard at once (a third of the edits of three per-level runs; same cases per level).
+    """
+    if split == ALL_LEVELS:
+        per_level = [{r["case_id"]: r for r in _rows(source, "default", lv)} for lv in LEVELS]
+        common = [cid for cid in per_level[0] if all(cid in rows for rows in per_level[1:])]
+        return [record_from_dict({**per_level[0][cid],
+                                  "fine_grained": [f for rows in per_level for f in rows[cid]["fine_grained"]]})
+                for cid in common]
     if split not in LEVELS:
-        raise ValueError(f"unknown FINE-KED split {split!r}; use one of {', '.join(LEVELS)}")
+        raise ValueError(f"unknown FINE-KED split {split!r}; use one of {', '.join(LEVELS)} or {ALL_LEVELS}")
     return [record_from_dict(r) for r in _rows(source, "default", split)]
 
 

@@ -93,7 +93,8 @@ def add_parsers(sub: Any) -> None:
                    "or tiny:gpt2|tiny:gptj|tiny:llama")
     p.add_argument("--dataset", default="counterfact",
                    help="FINE-KED folder or hub id (with --split), counterfact, counterfact:PATH, or FILE.jsonl")
-    p.add_argument("--split", choices=["easy", "middle", "hard"], help="FINE-KED level")
+    p.add_argument("--split", choices=["easy", "middle", "hard", "all"],
+                   help="FINE-KED level; all: cases with facts at every level, R-Loc reported per level")
     p.add_argument("--mode", default="single", choices=["single", "batch", "subject", "sequential"])
     p.add_argument("--batch-size", type=int, default=1, help="edits per apply() (batch/subject/sequential)")
     p.add_argument("--eval-every", type=int, default=0, help="sequential: evaluate every N edits")

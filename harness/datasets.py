@@ -50,8 +50,8 @@ def load_dataset(spec: str, split: str | None = None) -> Dataset:
         lines = [ln for ln in Path(spec).read_text().splitlines() if ln.strip()]
         records = tuple(record_from_dict(json.loads(ln)) for ln in lines)
         return Dataset(Path(spec).stem, spec, None, records, fingerprint(records))
-    if split not in LEVELS:
-        raise UserError(f"FINE-KED dataset {spec!r} needs --split, one of {', '.join(LEVELS)}")
+    if split not in (*LEVELS, "all"):
+        raise UserError(f"FINE-KED dataset {spec!r} needs --split, one of {', '.join(LEVELS)} or all")
     records = tuple(_loader("fineked.export", "load_fineked")(spec, split))
     base = Path(spec.rstrip("/")).name or spec
     return Dataset(f"{base}-{split}", spec, split, records, fingerprint(records))

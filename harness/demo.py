@@ -1,7 +1,7 @@
 """`fineked demo`: the whole story on the embedded defaults, by running the CLI's own subcommands.
 
-local endpoint -> small FINE-KED build -> small KRD -> every editor on a sample of each level
--> leaderboard table -> R-Loc plot -> publish dry run. Flags scale it up to the full benchmark.
+local endpoint -> small FINE-KED build -> small KRD -> every editor on a sample of edits, each scored on all three
+levels (--split all) -> leaderboard table -> R-Loc plot -> publish dry run. Flags scale it up to the full benchmark.
 """
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from pathlib import Path
 from harness.errors import UserError
 
 DEMO_EDITORS = ["unedited", "ft", "rome", "memit", "alphaedit", "memit_c", "dike"]
-LEVELS = ["easy", "middle", "hard"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded defaults (minutes on a laptop CPU)")
     p.add_argument("--out", default="out/demo", help="folder for every output (default: out/demo)")
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--cases-per-level", type=int, default=1, help="edits per level per editor (full benchmark: 0 = all)")
+    p.add_argument("--cases", type=int, default=2,
+                   help="edits per editor, each scored on easy, middle and hard (full benchmark: 0 = all)")
     p.add_argument("--max-cases", type=int, default=120, help="edit cases to build (full benchmark: 4000)")
     p.add_argument("--krd-samples", type=int, default=400, help="krd_train records for the demo KRD (paper: ~20000)")
     p.add_argument("--krd-epochs", type=int, default=1)
@@ -63,17 +63,16 @@ def run_demo(args: argparse.Namespace) -> int:
                                     "--con-per-batch", str(args.krd_con_per_batch),
                                     "--out", str(krd)] + quiet)
     run_dirs = []
-    for level in LEVELS:
-        for spec in editors:
-            run_dir = runs / level / spec.replace("[", "_").replace("]", "").replace(",", "_")
-            argv = ["run", "--editor", spec, "--model", args.model, "--dataset", str(data), "--split", level,
-                    "--out", str(run_dir)] + quiet
-            if args.cases_per_level:
-                argv += ["--limit", str(args.cases_per_level)]
-            if spec.startswith("dike"):
-                argv += ["--set", f"krd_path={krd}"]
-            _step(f"{spec} on {level}", argv)
-            run_dirs.append(str(run_dir))
+    for spec in editors:
+        run_dir = runs / spec.replace("[", "_").replace("]", "").replace(",", "_")
+        argv = ["run", "--editor", spec, "--model", args.model, "--dataset", str(data), "--split", "all",
+                "--out", str(run_dir)] + quiet
+        if args.cases:
+            argv += ["--limit", str(args.cases)]
+        if spec.startswith("dike"):
+            argv += ["--set", f"krd_path={krd}"]
+        _step(f"{spec} on FINE-KED (all levels)", argv)
+        run_dirs.append(str(run_dir))
     board = out / "leaderboard.csv"
     _step("leaderboard", ["leaderboard", *run_dirs, "--out", str(board)] + quiet)
     _step("report and R-Loc plot", ["report", *run_dirs, "--out", str(out / "report")] + quiet)

@@ -88,3 +88,34 @@ def test_batch_of_edits_to_one_subject(spec):
     assert result.info["n_requests"] == 2 and len(result.info["vstar_nll"]) == 2
     result.restore(model)
     assert [nll(model, tok, r.prompt, r.target_new) for r in reqs] == before
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_vstar_loss_on_kept_logits_equals_full_sequence_nll(family):
+    """v* computes logits only at target positions (logits_to_keep); its step-0 NLL must equal the mean target
+    NLL of every prefixed prompt scored independently on full logits."""
+    model, tok = trained_tiny(family)
+    prefixes = ["Once upon a time. ", "The weather today is"]
+    tv = optimise_target_value(model, tok, adapter_for(model), 1, REQ, prefixes,
+                               make_editor("memit", "tiny", TINY).hparams.vstar(), site="block_output")
+    expected = sum(nll(model, tok, c + REQ.prompt, REQ.target_new) for c in ["", *prefixes]) / 3
+    assert tv.nll_init == pytest.approx(expected, abs=1e-5)
+
+
+def test_vstar_clamp_acts_on_the_mapped_step():
+    """With step_map (DiKE's W5 δ), the norm clamp bounds |step_map(δ)|, not |δ|."""
+    model, tok = trained_tiny("llama")
+    ad = adapter_for(model)
+    cfg = make_editor("memit", "tiny", {**TINY, "clamp_norm_factor": 0.05}).hparams.vstar()
+    W = 3.0 * torch.eye(model.config.hidden_size)
+    base = optimise_target_value(model, tok, ad, 1, REQ, [], cfg, site="block_output")
+    ref = base.init
+
+    def intervention(delta, positions):
+        return block_output(model, ad, 1, positions, add=delta @ W.T)
+
+    tv = optimise_target_value(model, tok, ad, 1, REQ, [], cfg, intervention=intervention, init=ref,
+                               step_map=lambda d: d @ W.T)
+    bound = float(0.05 * ref.norm())
+    assert float(base.delta.norm()) == pytest.approx(bound, rel=1e-4)  # the small clamp binds
+    assert float((tv.delta @ W.T).norm()) == pytest.approx(bound, rel=1e-4)  # ... on W δ, so |δ| is a third of it

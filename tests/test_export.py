@@ -41,3 +41,14 @@ def test_unknown_split_and_missing_folder_fail_clearly(small_build, tmp_path):
         load_fineked(small_build["out"], "train")
     with pytest.raises(FileNotFoundError, match="fineked build"):
         load_fineked(tmp_path, "easy")
+
+
+def test_all_levels_split_is_the_cases_with_facts_at_every_level(small_build):
+    res = small_build["result"]
+    want = [record_from_dict(r) for r in res.eval_records
+            if all(any(f["level"] == lv for f in r["fine_grained"]) for lv in LEVELS)]
+    got = load_fineked(small_build["out"], "all")
+    assert len(got) > 0 and [r.case_id for r in got] == [r.case_id for r in want]
+    for g, w in zip(got, want):  # every level's facts, nothing else changed
+        assert sorted(g.fine_grained, key=repr) == sorted(w.fine_grained, key=repr)
+        assert g.prompt == w.prompt and g.constraint_facts == w.constraint_facts

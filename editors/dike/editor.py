@@ -44,6 +44,9 @@ class DikeHparams(MemitHparams):
     # [open] h_s*(δ) = W5(z_r + δ) + W6 z_u (the paper) carries the KRD's reconstruction error ĥ_s − h_s into v*.
     # True adds the residual h_s − ĥ_s back, so only W5 δ is written into the weights.
     keep_recon_residual: bool = False
+    # [open] what the v* norm clamp and decay act on: "z_r" clamps |δ| <= c|z_r| (the optimiser applied literally to
+    # δ); "h_s" clamps |W5 δ| <= c|h_s|, the step that actually reaches the residual stream, i.e. MEMIT's budget.
+    clamp_on: str = "z_r"
 
     @property
     def krd_variant(self) -> str:
@@ -144,7 +147,13 @@ class DikeEditor(LocateEditor):
         def intervention(delta: torch.Tensor, positions: Sequence[int]):
             return block_output(model, adapter, layer, positions, add=shift(delta))
 
+        if self.hparams.clamp_on == "z_r":
+            init, step_map = z_r, None
+        elif self.hparams.clamp_on == "h_s":
+            init, step_map = h_s, (lambda delta: delta @ krd.W5.weight.T)  # W5 without its bias
+        else:
+            raise ValueError(f"clamp_on must be 'z_r' or 'h_s', got {self.hparams.clamp_on!r}")
         tv = optimise_target_value(model, tok, adapter, layer, req, prefixes, self.hparams.vstar(),
-                                   intervention=intervention, init=z_r)
+                                   intervention=intervention, init=init, step_map=step_map)
         with torch.no_grad():
             return shift(tv.delta.to(device)).float().cpu(), tv

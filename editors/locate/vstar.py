@@ -56,10 +56,11 @@ class VStarBatch:
 
     inputs: dict[str, torch.Tensor]
     subject_positions: list[int]
-    target_mask: torch.Tensor  # (n_rewrite, T-1) 1 where logits[:, j] predict a target token
-    target_ids: torch.Tensor  # (n_rewrite, T-1)
+    logit_positions: torch.Tensor  # (K,) the only positions whose logits are computed (logits_to_keep)
+    target_mask: torch.Tensor  # (n_rewrite, K) 1 where the logit at logit_positions[k] predicts a target token
+    target_ids: torch.Tensor  # (n_rewrite, K) the token it predicts
     n_rewrite: int
-    kl_position: int
+    kl_index: int  # index into logit_positions of the KL row's last token
 
 
 def build_batch(tok: Any, request: EditRequest, prefixes: Sequence[str], kl_prompt: str, device: Any) -> VStarBatch:
@@ -83,9 +84,18 @@ def build_batch(tok: Any, request: EditRequest, prefixes: Sequence[str], kl_prom
         tmask[i] = (real & (starts >= boundary)).float()
         if tmask[i].sum() == 0:
             raise ValueError(f"case {request.case_id}: target {request.target_new!r} produced no tokens")
+    # Only the logits that enter the loss are computed: the LM head and log-softmax over a ~49k vocabulary at every
+    # position are a large share of a small model's forward and backward.
+    kl_position = last_token_positions(mask[n:])[0]
+    keep = sorted(set(tmask.nonzero()[:, 1].tolist()) | {kl_position})
+    cols = torch.tensor(keep)
+    target_cols = cols.clamp(max=tmask.shape[1] - 1)  # kl_position may be the last column; its mask is 0 there
+    in_range = (cols < tmask.shape[1]).float()
     return VStarBatch(inputs={k: v.to(device) for k, v in enc.items()}, subject_positions=positions,
-                      target_mask=tmask.to(device), target_ids=enc["input_ids"][:n, 1:].to(device), n_rewrite=n,
-                      kl_position=last_token_positions(mask[n:])[0])
+                      logit_positions=cols.to(device),
+                      target_mask=(tmask[:, target_cols] * in_range).to(device),
+                      target_ids=enc["input_ids"][:n, 1:][:, target_cols].to(device), n_rewrite=n,
+                      kl_index=keep.index(kl_position))
 
 
 def site_intervention(model: Any, adapter: ModelAdapter, layer: int, site: str) -> Callable[..., ContextManager]:
@@ -110,11 +120,13 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
 def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: int, request: EditRequest,
                           prefixes: Sequence[str], cfg: VStarConfig, site: str = "ffn_output",
                           intervention: Callable[..., ContextManager] | None = None,
-                          init: torch.Tensor | None = None) -> TargetValue:
+                          init: torch.Tensor | None = None,
+                          step_map: Callable[[torch.Tensor], torch.Tensor] | None = None) -> TargetValue:
     """Optimise delta at `site` of `layer` (at the last subject token of every prompt) for request's o*.
 
     `intervention(delta, positions)` may replace the default hook (e.g. DiKE edits a disentangled component);
-    then `init` (the reference vector for the clamp and weight decay) must be given.
+    then `init` (the reference vector for the clamp and weight decay) must be given. `step_map`, a linear map,
+    makes the clamp and decay act on step_map(delta) instead of delta (DiKE: W5 δ, the step that reaches h_s).
     """
     device = next(model.parameters()).device
     batch = build_batch(tok, request, prefixes, cfg.kl_prompt, device)
@@ -132,18 +144,19 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
     with frozen(model):
         for step in range(cfg.steps):
             with intervene(delta, batch.subject_positions) as s:
-                logits = model(**batch.inputs, use_cache=False).logits
+                logits = model(**batch.inputs, use_cache=False, logits_to_keep=batch.logit_positions).logits
             n_fwd += 1
             if init is None:
                 init = s.value[0].detach().float()  # bare prompt, delta = 0 at step 0
-            logp = logits[:n, :-1].float().log_softmax(-1)
+            logp = logits[:n].float().log_softmax(-1)
             tok_nll = -logp.gather(-1, batch.target_ids.unsqueeze(-1)).squeeze(-1)
             nll = ((tok_nll * batch.target_mask).sum(1) / batch.target_mask.sum(1)).mean()
-            kl_logp = logits[n, batch.kl_position].float().log_softmax(-1)
+            kl_logp = logits[n, batch.kl_index].float().log_softmax(-1)
             if kl_init is None:
                 kl_init = kl_logp.detach()
             kl = cfg.kl_factor * F.kl_div(kl_init, kl_logp, log_target=True, reduction="sum")
-            decay = cfg.weight_decay * delta.norm() / init.norm() ** 2
+            moved = delta if step_map is None else step_map(delta)
+            decay = cfg.weight_decay * moved.norm() / init.norm() ** 2
             loss = nll + kl + decay
             loss_val, nll_val = loss.item(), nll.item()
             if step == 0:
@@ -157,8 +170,9 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
             opt.step()
             with torch.no_grad():
                 max_norm = cfg.clamp_norm_factor * init.norm()
-                if delta.norm() > max_norm:
-                    delta.mul_(max_norm / delta.norm())
+                norm = (delta if step_map is None else step_map(delta)).norm()
+                if norm > max_norm:
+                    delta.mul_(max_norm / norm)  # exact for a linear step_map
     return TargetValue(delta=delta.detach().float(), init=init.detach().float(), steps=n_fwd,
                        backward_passes=n_bwd, loss=loss_val, nll=nll_val,
                        nll_init=nll_init)

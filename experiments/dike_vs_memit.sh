@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# DiKE against MEMIT on the same FINE-KED edits (issue 5): same layer l = 7, keys, statistics C and λ.
+# Every edit is scored on all three levels at once (--split all: the cases with facts at every level).
+# Usage (repository root, after `make setup`): N=100 NA=50 bash experiments/dike_vs_memit.sh
+set -euo pipefail
+source .venv/bin/activate
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+N=${N:-100}    # edits for memit (l = 7) and dike
+NA=${NA:-50}   # edits for each ablation (the first NA of the same cases)
+DATA=out/fineked
+OUT=experiments/dike_vs_memit
+KRD_ARGS=(--model smollm2-135m --data "$DATA" --samples 5000 --epochs 3 --con-per-batch 8 --threads 1 --quiet)
+
+[ -f "$DATA/README.md" ] || fineked build --out "$DATA" --quiet
+# One KRD per training-time variant, all on the same 5,000 krd_train samples (subjects disjoint from the evaluation).
+[ -f out/krd-5k/krd.safetensors ] || fineked train-krd "${KRD_ARGS[@]}" --out out/krd-5k
+
+run() {  # run NAME LIMIT EDITOR [--set ...]
+  local name=$1 limit=$2 editor=$3; shift 3
+  fineked run --editor "$editor" --model smollm2-135m --dataset "$DATA" --split all --limit "$limit" \
+    --out "$OUT/runs/$name" --threads 1 --quiet "$@"
+}
+run memit_l7 "$N" memit --set 'layers=[7]'
+run dike "$N" dike --set krd_path=out/krd-5k
+run dike_no_tke "$NA" 'dike[no_tke]' --set krd_path=out/krd-5k
+run dike_no_fik "$NA" 'dike[no_fik]' --set krd_path=out/krd-5k
+[ -f out/krd-5k-no-ctr/krd.safetensors ] || fineked train-krd "${KRD_ARGS[@]}" --no-ctr --out out/krd-5k-no-ctr
+[ -f out/krd-5k-no-kc/krd.safetensors ] || fineked train-krd "${KRD_ARGS[@]}" --no-kc --out out/krd-5k-no-kc
+run dike_no_ctr "$NA" 'dike[no_ctr]' --set krd_path=out/krd-5k-no-ctr
+run dike_no_kc "$NA" 'dike[no_kc]' --set krd_path=out/krd-5k-no-kc
+fineked report "$OUT"/runs/* --out "$OUT/report" --quiet
