@@ -164,6 +164,47 @@ def rloc_chart(runs: Sequence[RunData], path: Path, protocol: str = "tok") -> bo
     return True
 
 
+CURVE_METRICS = ("ES", "PS", "NS", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard", "RLoc_tok_avg")
+
+
+def sequential_points(run: RunData) -> list[tuple[int, dict[str, Aggregate]]]:
+    """(edits so far, aggregates over the cases edited so far) at each checkpoint of a sequential run and at its end."""
+    points = [(int(c["n_edits"]), {k: Aggregate(**v) for k, v in c["metrics"].items()})
+              for c in read_results(run.path / "checkpoints.jsonl")]
+    return sorted(points) + [(len(run.rows), run.aggregates)]
+
+
+def sequential_curves(runs: Sequence[RunData], out: Path) -> str | None:
+    """For sequential runs: a Markdown table and a PNG of efficacy and R-Loc against the number of edits."""
+    seq = [r for r in runs if r.manifest["config"]["mode"] == "sequential"]
+    if not seq:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    header = ["editor", "dataset", "edits", *CURVE_METRICS]
+    body = [[r.editor, r.dataset, str(n), *(f"{100 * agg[m].value:.1f}" if m in agg else "-" for m in CURVE_METRICS)]
+            for r in seq for n, agg in sequential_points(r)]
+    md = markdown(header, body)
+    (out / "sequential.md").write_text(f"## Sequential editing\n\nMetrics over all cases edited so far (%).\n\n{md}")
+    shown = ("ES", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard")
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2), sharey=True)
+    for ax, m in zip(axes, shown):
+        for r in seq:
+            pts = [(n, 100 * agg[m].value) for n, agg in sequential_points(r) if m in agg]
+            ax.plot(*zip(*pts), marker="o", label=f"{r.editor} · {r.dataset}")
+        ax.set_title(m)
+        ax.set_xlabel("edits so far")
+        ax.set_ylim(0, 105)
+    axes[0].set_ylabel("%")
+    axes[-1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / "sequential.png", dpi=120)
+    plt.close(fig)
+    return md
+
+
 def write_report(run_dirs: Sequence[str | Path], out: Path) -> dict[str, str]:
     """Tables per dataset plus the R-Loc chart; returns the Markdown per dataset."""
     runs = [load_run(p) for p in run_dirs]
@@ -179,6 +220,9 @@ def write_report(run_dirs: Sequence[str | Path], out: Path) -> dict[str, str]:
         (out / f"{name}.md").write_text(f"## {name}\n\nMean [bootstrap 95 % CI]; n = cases.\n\n{md}")
         (out / f"{name}.csv").write_text(csv_text(group))
         (out / f"{name}.tex").write_text(latex(header, body, f"{name}: mean [bootstrap 95\\% CI]"))
+    seq_md = sequential_curves(runs, out)
+    if seq_md:
+        md_out["sequential"] = seq_md
     for protocol in ("tok", "prob"):
         if rloc_chart(runs, out / f"rloc_levels_{protocol}.png", protocol):
             log.info("wrote %s", out / f"rloc_levels_{protocol}.png")

@@ -29,6 +29,7 @@ done
 run "$RUNS/counterfact/dike" dike --dataset counterfact --limit "$CF_N" --set krd_path=out/krd-5k
 
 DIKE_RUNS=(experiments/dike_vs_memit/runs/dike*)
+rm -f leaderboards/*.csv  # `fineked leaderboard` merges into an existing file; these hold exactly the runs above
 fineked leaderboard "$RUNS"/fineked/all/* "${DIKE_RUNS[@]}" --out leaderboards/fineked-smollm2-135m.csv
 fineked leaderboard "$RUNS"/counterfact/* --out leaderboards/counterfact-smollm2-135m.csv
 fineked report "$RUNS"/fineked/all/* "${DIKE_RUNS[@]}" --out leaderboards/plots/fineked

@@ -81,3 +81,21 @@ def test_report_on_a_non_run_dir_is_a_user_error(tmp_path):
     from harness.errors import UserError
     with pytest.raises(UserError, match="not a run directory"):
         write_report([tmp_path], tmp_path / "rep")
+
+
+def test_sequential_curve_points_are_the_checkpoints_then_the_final_aggregate(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINEKED_CACHE", str(tmp_path / "cache"))
+    data = load_dataset(str(write_records(tmp_path / "cases.jsonl")))
+    model, tok = tiny_model_and_tokenizer("gpt2")
+    out = tmp_path / "seq"
+    Run(RunConfig("tiny:gpt2", "ft", overrides={"lr": 0.05, "norm_constraint": 0.05, "steps": 5},
+                  mode="sequential", eval_every=2), data, model, tok, out, "tiny", quiet=True).execute()
+    md = write_report([out], tmp_path / "rep")["sequential"]
+    ckpts = [json.loads(x) for x in (out / "checkpoints.jsonl").read_text().splitlines()]
+    assert [c["n_edits"] for c in ckpts] == [2, 4]
+    final = [json.loads(x)["metrics"]["ES"] for x in (out / "results.jsonl").read_text().splitlines()]
+    rows = [r for r in md.splitlines() if r.startswith("| ft")]
+    assert [r.split("|")[3].strip() for r in rows] == ["2", "4", "5"]
+    assert rows[0].split("|")[4].strip() == f"{100 * ckpts[0]['metrics']['ES']['value']:.1f}"
+    assert rows[-1].split("|")[4].strip() == f"{100 * sum(final) / len(final):.1f}"
+    assert (tmp_path / "rep" / "sequential.png").stat().st_size > 0
