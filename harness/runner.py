@@ -80,6 +80,30 @@ def plan_batches(records: Sequence[EditRecord], mode: str, batch_size: int) -> l
     return [list(records[i:i + batch_size]) for i in range(0, len(records), batch_size)]
 
 
+def companion_requests(record: EditRecord, k: int, records: Sequence[EditRecord],
+                       seed: int) -> list[tuple[str, EditRequest]]:
+    """k more edits of record's subject, to fill a subject-consistent batch when the dataset has fewer cases of that
+    subject (FINE-KED has one per subject): its constraint facts (held out of the evaluation's fine-grained facts,
+    so R-Loc is unaffected) rewritten to another object of the same relation seen in the dataset, chosen by seed.
+    Returns (relation id, request) pairs."""
+    objects: dict[str, set[str]] = {}
+    for r in records:
+        for f in (*r.constraint_facts, *r.fine_grained):
+            objects.setdefault(f.relation_id, set()).add(f.target.str)
+    out = []
+    for c in record.constraint_facts[:k]:
+        others = sorted(objects.get(c.relation_id, set()) - {c.target.str})
+        if others:
+            pick = batch_seed(seed, f"{record.case_id}|{c.relation_id}") % len(others)
+            out.append((c.relation_id, EditRequest(f"{record.case_id}+{c.relation_id}", c.prompt, record.subject,
+                                                   others[pick], c.target.str)))
+    if len(out) < k:
+        raise UserError(f"case {record.case_id}: a subject-consistent batch needs {k} more edits of "
+                        f"{record.subject!r} but only {len(out)} of its constraint facts can be rewritten; build "
+                        f"FINE-KED with more held-out facts (`fineked build --constraints {k}`) or lower --batch-size")
+    return out
+
+
 def batch_seed(seed: int, case_id: str) -> int:
     """A per-batch seed from the run seed and the batch's first case: resuming changes nothing."""
     return int.from_bytes(hashlib.sha256(f"{seed}|{case_id}".encode()).digest()[:4], "little")
@@ -91,11 +115,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def skip_relations(batch: Sequence[EditRecord]) -> dict[str, set[str]]:
-    """Per case, relations of the same subject rewritten by other edits in the batch: their o' is meant to change."""
+def skip_relations(batch: Sequence[EditRecord], companion_relations: Sequence[str] = ()) -> dict[str, set[str]]:
+    """Per case, relations of the same subject rewritten by other edits in the batch (companions included): their o'
+    is meant to change."""
     out: dict[str, set[str]] = {}
     for r in batch:
         out[r.case_id] = {o.relation_id for o in batch if o is not r and o.subject == r.subject and o.relation_id}
+        out[r.case_id] |= set(companion_relations)
     return out
 
 
@@ -168,6 +194,7 @@ class Run:
         self.editor = make_editor(self.config.editor, self.model_key, self.config.overrides)
         self.editor_name = display_name(self.editor)
         self.hp_hash = hparams_hash(self.editor.hparams)
+        self.companions: dict[str, list[tuple[str, EditRequest]]] = {}  # first case id of a batch -> its fillers
 
     def hashed_config(self) -> dict[str, Any]:
         c = self.config
@@ -197,6 +224,12 @@ class Run:
         cache = pre_edit_cache_path(self.config.model, self.dataset.fingerprint, self.model) if self.pre_edit_cache else None
         self.pre = load_or_compute_pre_edit(self.model, self.tok, records, cache, self.config.score_batch_size)
         batches = plan_batches(records, self.config.mode, self.config.batch_size)
+        self.companions = {}
+        if self.config.mode == "subject":
+            for b in batches:
+                if len(b) < self.config.batch_size:
+                    self.companions[b[0].case_id] = companion_requests(
+                        b[0], self.config.batch_size - len(b), self.dataset.records, self.config.seed)
         if self.config.mode == "sequential":
             rows = self._sequential(records, batches)
         else:
@@ -213,8 +246,9 @@ class Run:
                 "edit_s": edit_s, "eval_s": eval_s, **(extra or {})}
 
     def _evaluate(self, batch: Sequence[EditRecord]) -> list[dict]:
+        relations = [rel for rel, _ in self.companions.get(batch[0].case_id, [])]
         return evaluate_cases(self.model, self.tok, batch, self.pre, self.config.score_batch_size,
-                              self.config.gen_tokens, skip_relations(batch))
+                              self.config.gen_tokens, skip_relations(batch, relations))
 
     def _restoring(self, records: list[EditRecord], batches: list[list[EditRecord]]) -> list[dict]:
         path = self.out / "results.jsonl"
@@ -234,7 +268,8 @@ class Run:
                 continue
             seed_everything(batch_seed(self.config.seed, batch[0].case_id))
             t0 = time.perf_counter()
-            result = self.editor.apply(self.model, self.tok, [edit_request(r) for r in batch])
+            companions = [req for _, req in self.companions.get(batch[0].case_id, [])]
+            result = self.editor.apply(self.model, self.tok, [edit_request(r) for r in batch] + companions)
             t1 = time.perf_counter()
             rows = self._evaluate(batch)
             t2 = time.perf_counter()
@@ -242,7 +277,9 @@ class Run:
             result.restore(self.model)
             if before is not None and parameter_digests(self.model, list(before)) != before:
                 raise RuntimeError(f"{self.editor_name}: restore was not bit-exact after batch {batch[0].case_id}")
-            new = [self._line(r, batch, row, (t1 - t0) / len(batch), (t2 - t1) / len(batch))
+            extra = {"companions": [c.case_id for c in companions]} if companions else None
+            new = [self._line(r, batch, row, (t1 - t0) / (len(batch) + len(companions)), (t2 - t1) / len(batch),
+                              extra)
                    for r, row in zip(batch, rows) if r.case_id in {t.case_id for t in todo}]
             append_lines(path, new)
             for ln in new:

@@ -30,6 +30,9 @@ FACTS = {
 }
 
 
+LANG = {"Danielle Darrieux": "French", "Berlin": "German", "Tokyo": "Japanese"}
+
+
 def write_records(path: Path) -> Path:
     lines = []
     for cid, subj, rel, prompt, true, new in CASES:
@@ -40,7 +43,7 @@ def write_records(path: Path) -> Path:
             "neighborhood_prompts": ["The capital of France is", "London is located in the city of"],
             "fine_grained": [{"relation_id": r, "prompt": p, "target": {"str": t}, "similarity": 0.5, "level": lv}
                              for r, p, t, lv in FACTS[subj] if r != rel],
-            "constraint_facts": [{"relation_id": "P1412", "prompt": f"{subj} speaks", "target": {"str": "French"}}],
+            "constraint_facts": [{"relation_id": "P1412", "prompt": f"{subj} speaks", "target": {"str": LANG[subj]}}],
         }))
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -150,8 +153,22 @@ def test_subject_batch_run_evaluates_every_case(data, tmp_path):
     make_run(data, tmp_path / "s", mode="subject", batch_size=2).execute()
     rows = dict(results(tmp_path / "s"))
     assert set(rows) == {c[0] for c in CASES}
+    lines = {ln["case_id"]: ln for ln in map(json.loads, (tmp_path / "s" / "results.jsonl").read_text().splitlines())}
+    # Tokyo has one case, so its batch is filled by a companion edit of its held-out constraint fact
+    assert lines["c4"]["companions"] == ["c4+P1412"] and "companions" not in lines["c1"]
     # c1's only other same-subject fact left is P19 (middle): P27 was co-edited by c2
     assert rows["c1"]["RLoc_tok_easy"] is None and rows["c1"]["RLoc_tok_middle"] is not None
+
+
+def test_companion_edits_rewrite_held_out_facts_to_another_object_of_the_relation(data):
+    tokyo = data.records[3]
+    (rel, req), = runner.companion_requests(tokyo, 1, data.records, seed=0)
+    assert rel == "P1412" and req.subject == "Tokyo" and req.prompt == "Tokyo speaks"
+    assert req.target_true == "Japanese" and req.target_new in {"French", "German"}
+    assert runner.companion_requests(tokyo, 1, data.records, seed=0)[0][1] == req  # deterministic
+    with pytest.raises(UserError, match="--constraints 2"):
+        runner.companion_requests(tokyo, 2, data.records, seed=0)
+    assert skip_relations([tokyo], ["P1412"]) == {"c4": {"P1412"}}
 
 
 def test_sequential_edits_accumulate_with_checkpoints(data, tmp_path):
