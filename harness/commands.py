@@ -71,7 +71,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import write_report
 
     out = Path(args.out)
-    tables = write_report(args.run_dirs, out)
+    tables = write_report(args.run_dirs, out, common=args.common_cases)
     for name, md in tables.items():
         print(f"## {name}\n\n{md}")
     print(f"tables and charts in {out}/", file=sys.stderr)
@@ -113,6 +113,8 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("report", help="Markdown/CSV/LaTeX tables per dataset and R-Loc charts from run dirs")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", default="reports", help="output folder (default reports/)")
+    p.add_argument("--common-cases", action="store_true",
+                   help="restrict every run to the cases all of them have (compare editors on the same edits)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_report)
 

@@ -30,6 +30,7 @@ class RunData:
     manifest_hash: str
     rows: list[dict[str, Any]]  # per-case metric dicts
     aggregates: dict[str, Aggregate]
+    case_ids: list[str]
 
     @property
     def dataset(self) -> str:
@@ -56,11 +57,29 @@ def load_run(path: str | Path, n_boot: int = 1000) -> RunData:
         raise UserError(f"{path} is not a run directory (no manifest.json); pass folders written by `fineked run`")
     raw = mpath.read_bytes()
     manifest = json.loads(raw)
-    rows = [ln["metrics"] for ln in read_results(path / "results.jsonl")]
-    if not rows:
+    lines = read_results(path / "results.jsonl")
+    if not lines:
         raise UserError(f"{path} has no finished cases yet; rerun its `fineked run` command to finish it")
+    rows = [ln["metrics"] for ln in lines]
     return RunData(path, manifest, hashlib.sha256(raw).hexdigest()[:12], rows,
-                   aggregate(rows, n_boot=n_boot, seed=manifest.get("seed", 0)))
+                   aggregate(rows, n_boot=n_boot, seed=manifest.get("seed", 0)), [ln["case_id"] for ln in lines])
+
+
+def common_cases(runs: Sequence[RunData]) -> list[RunData]:
+    """Each run restricted to the cases every run has (same dataset), so editors are compared on the same edits."""
+    datasets = {r.dataset for r in runs}
+    if len(datasets) > 1:
+        raise UserError(f"--common-cases compares runs on one dataset; got {', '.join(sorted(datasets))}")
+    shared = set.intersection(*(set(r.case_ids) for r in runs))
+    if not shared:
+        raise UserError("these runs share no case; --common-cases needs runs over the same dataset")
+    out = []
+    for r in runs:
+        keep = [i for i, c in enumerate(r.case_ids) if c in shared]
+        rows = [r.rows[i] for i in keep]
+        out.append(RunData(r.path, r.manifest, r.manifest_hash, rows,
+                           aggregate(rows, seed=r.manifest.get("seed", 0)), [r.case_ids[i] for i in keep]))
+    return out
 
 
 def _scale(m: Metric, x: float) -> float:
@@ -205,9 +224,12 @@ def sequential_curves(runs: Sequence[RunData], out: Path) -> str | None:
     return md
 
 
-def write_report(run_dirs: Sequence[str | Path], out: Path) -> dict[str, str]:
-    """Tables per dataset plus the R-Loc chart; returns the Markdown per dataset."""
+def write_report(run_dirs: Sequence[str | Path], out: Path, common: bool = False) -> dict[str, str]:
+    """Tables per dataset plus the R-Loc chart; returns the Markdown per dataset. common: only the cases every run
+    has."""
     runs = [load_run(p) for p in run_dirs]
+    if common:
+        runs = common_cases(runs)
     out.mkdir(parents=True, exist_ok=True)
     by_dataset: dict[str, list[RunData]] = {}
     for r in runs:

@@ -99,3 +99,16 @@ def test_sequential_curve_points_are_the_checkpoints_then_the_final_aggregate(tm
     assert rows[0].split("|")[4].strip() == f"{100 * ckpts[0]['metrics']['ES']['value']:.1f}"
     assert rows[-1].split("|")[4].strip() == f"{100 * sum(final) / len(final):.1f}"
     assert (tmp_path / "rep" / "sequential.png").stat().st_size > 0
+
+
+def test_common_cases_restricts_every_run_to_the_shared_edits(runs, tmp_path):
+    # cut the ft run to its first 3 cases: the noop run must then be reported on those 3 too
+    path = runs[1] / "results.jsonl"
+    lines = path.read_text().splitlines()[:3]
+    path.write_text("\n".join(lines) + "\n")
+    md = write_report(runs, tmp_path / "rep", common=True)["cases"]
+    assert "| noop[fast] | tiny:gpt2 | single | 3 |" in md and "| ft | tiny:gpt2 | single | 3 |" in md
+    es = 100 * sum(json.loads(x)["metrics"]["ES"] for x in lines) / 3
+    rows = {r["editor"]: r for r in csv.DictReader((tmp_path / "rep" / "cases.csv").open())}
+    assert float(rows["ft"]["ES"]) == pytest.approx(es)
+    assert "| noop[fast] | tiny:gpt2 | single | 5 |" in write_report(runs, tmp_path / "rep2")["cases"]
