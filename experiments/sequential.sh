@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Sequential editing (paper §3): edits accumulate in one model, never restored; efficacy and R-Loc over all cases
-# edited so far, every EVERY edits. Usage (repository root, after `make setup`): SEQ_N=40 EVERY=10 bash experiments/sequential.sh
+# edited so far, every EVERY edits. Usage (repository root, after `make setup`): SEQ_N=20 EVERY=5 bash experiments/sequential.sh
 set -euo pipefail
 source .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-SEQ_N=${SEQ_N:-40}
-EVERY=${EVERY:-10}
+SEQ_N=${SEQ_N:-20}
+EVERY=${EVERY:-5}
 DATA=out/fineked
 OUT=experiments/sequential
 [ -f "$DATA/README.md" ] || fineked build --out "$DATA" --quiet
