@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # DiKE against MEMIT on the same FINE-KED edits (issue 5): same layer l = 7, keys, statistics C and λ.
 # Every edit is scored on all three levels at once (--split all: the cases with facts at every level).
-# Usage (repository root, after `make setup`): N=100 NA=50 bash experiments/dike_vs_memit.sh
+# Usage (repository root, after `make setup`): N=100 NA=30 bash experiments/dike_vs_memit.sh
 set -euo pipefail
 source .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 N=${N:-100}    # edits for memit (l = 7) and dike
-NA=${NA:-50}   # edits for each ablation (the first NA of the same cases)
+NA=${NA:-30}   # edits for each ablation (the first NA of the same cases)
 DATA=out/fineked
 OUT=experiments/dike_vs_memit
 KRD_ARGS=(--model smollm2-135m --data "$DATA" --samples 5000 --epochs 3 --con-per-batch 8 --threads 1 --quiet)
