@@ -1,0 +1,33 @@
+"""A compact Markdown table (mean [95 % CI], %) of chosen metrics from run directories, for the README.
+
+python experiments/summary_table.py RUN_DIR... [--common-cases] [--metrics ES,PS,NS,RLoc_tok_avg]
+"""
+from __future__ import annotations
+
+import argparse
+
+from harness.metrics import METRIC_BY_NAME
+from harness.report import common_cases, fmt, load_run, markdown
+
+DEFAULT = "ES,PS,NS,RLoc_tok_easy,RLoc_tok_middle,RLoc_tok_hard,RLoc_tok_avg,RLoc_prob_avg"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--common-cases", action="store_true", help="only the cases every run has")
+    p.add_argument("--metrics", default=DEFAULT)
+    p.add_argument("--label", default="editor", help="row label: editor, or path (the run folder's name)")
+    args = p.parse_args()
+    runs = [load_run(d) for d in args.run_dirs]
+    if args.common_cases:
+        runs = common_cases(runs)
+    names = args.metrics.split(",")
+    header = [args.label, "n", *names]
+    body = [[r.editor if args.label == "editor" else r.path.name, str(len(r.rows)),
+             *(fmt(METRIC_BY_NAME[m], r.aggregates[m]) if m in r.aggregates else "–" for m in names)] for r in runs]
+    print(markdown(header, body))
+
+
+if __name__ == "__main__":
+    main()
