@@ -20,3 +20,6 @@ for B in 2 3; do
       --mode subject --batch-size "$B" --out "$OUT/runs/${editor}_b$B" --threads 1 --quiet "${extra[@]}"
   done
 done
+# B = 1: the single-edit runs of the same cases; --common-cases restricts them to these SB_N edits.
+fineked report experiments/dike_vs_memit/runs/memit_l7 experiments/dike_vs_memit/runs/dike "$OUT"/runs/* \
+  --common-cases --out "$OUT/report" --quiet

@@ -224,6 +224,48 @@ def sequential_curves(runs: Sequence[RunData], out: Path) -> str | None:
     return md
 
 
+def batch_size(run: RunData) -> int:
+    return 1 if run.manifest["config"]["mode"] == "single" else int(run.manifest["config"]["batch_size"])
+
+
+def batch_curves(runs: Sequence[RunData], out: Path) -> str | None:
+    """Where an editor was run at several batch sizes (single = B 1; subject/batch modes): a Markdown table and a PNG
+    of efficacy and R-Loc against B (paper Fig. 4). Pass --common-cases so every B covers the same edits."""
+    by_editor: dict[str, dict[int, RunData]] = {}
+    for r in runs:
+        if r.manifest["config"]["mode"] != "sequential":
+            by_editor.setdefault(r.editor, {})[batch_size(r)] = r
+    curves = {e: dict(sorted(v.items())) for e, v in sorted(by_editor.items()) if len(v) > 1}
+    if not curves:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    header = ["editor", "B", "n", *CURVE_METRICS]
+    body = [[e, str(b), str(len(r.rows)), *(f"{100 * r.aggregates[m].value:.1f}" if m in r.aggregates else "-"
+                                            for m in CURVE_METRICS)]
+            for e, by_b in curves.items() for b, r in by_b.items()]
+    md = markdown(header, body)
+    (out / "batch.md").write_text(f"## Batch size\n\nMean over the cases (%); B = edits per update.\n\n{md}")
+    shown = ("ES", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard")
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2), sharey=True)
+    for ax, m in zip(axes, shown):
+        for e, by_b in curves.items():
+            pts = [(b, 100 * r.aggregates[m].value) for b, r in by_b.items() if m in r.aggregates]
+            ax.plot(*zip(*pts), marker="o", label=e)
+        ax.set_title(m)
+        ax.set_xlabel("B (edits per update)")
+        ax.set_xticks(sorted({b for by_b in curves.values() for b in by_b}))
+        ax.set_ylim(0, 105)
+    axes[0].set_ylabel("%")
+    axes[-1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / "batch.png", dpi=120)
+    plt.close(fig)
+    return md
+
+
 def write_report(run_dirs: Sequence[str | Path], out: Path, common: bool = False) -> dict[str, str]:
     """Tables per dataset plus the R-Loc chart; returns the Markdown per dataset. common: only the cases every run
     has."""
@@ -242,9 +284,10 @@ def write_report(run_dirs: Sequence[str | Path], out: Path, common: bool = False
         (out / f"{name}.md").write_text(f"## {name}\n\nMean [bootstrap 95 % CI]; n = cases.\n\n{md}")
         (out / f"{name}.csv").write_text(csv_text(group))
         (out / f"{name}.tex").write_text(latex(header, body, f"{name}: mean [bootstrap 95\\% CI]"))
-    seq_md = sequential_curves(runs, out)
-    if seq_md:
-        md_out["sequential"] = seq_md
+    for name, curve in (("sequential", sequential_curves), ("batch", batch_curves)):
+        curve_md = curve(runs, out)
+        if curve_md:
+            md_out[name] = curve_md
     for protocol in ("tok", "prob"):
         if rloc_chart(runs, out / f"rloc_levels_{protocol}.png", protocol):
             log.info("wrote %s", out / f"rloc_levels_{protocol}.png")

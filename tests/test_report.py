@@ -112,3 +112,19 @@ def test_common_cases_restricts_every_run_to_the_shared_edits(runs, tmp_path):
     rows = {r["editor"]: r for r in csv.DictReader((tmp_path / "rep" / "cases.csv").open())}
     assert float(rows["ft"]["ES"]) == pytest.approx(es)
     assert "| noop[fast] | tiny:gpt2 | single | 5 |" in write_report(runs, tmp_path / "rep2")["cases"]
+
+
+def test_batch_curve_has_one_point_per_batch_size_of_an_editor(runs, tmp_path):
+    (tmp_path / "b").mkdir()
+    data = load_dataset(str(write_records(tmp_path / "b" / "cases.jsonl")))
+    model, tok = tiny_model_and_tokenizer("gpt2")
+    out = tmp_path / "ft_b2"
+    Run(RunConfig("tiny:gpt2", "ft", overrides={"lr": 0.05, "norm_constraint": 0.05, "steps": 5}, mode="subject",
+                  batch_size=2), data, model, tok, out, "tiny", quiet=True).execute()
+    md = write_report([runs[1], out, runs[0]], tmp_path / "rep", common=True)["batch"]
+    rows = [r.split("|") for r in md.splitlines() if r.startswith("| ft")]
+    assert [r[2].strip() for r in rows] == ["1", "2"]  # noop has one batch size: no curve
+    for r, d in zip(rows, (runs[1], out)):
+        es = [json.loads(x)["metrics"]["ES"] for x in (d / "results.jsonl").read_text().splitlines()]
+        assert r[4].strip() == f"{100 * sum(es) / len(es):.1f}"
+    assert (tmp_path / "rep" / "batch.png").stat().st_size > 0
