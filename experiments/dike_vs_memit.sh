@@ -28,4 +28,6 @@ run dike_no_fik "$NA" 'dike[no_fik]' --set krd_path=out/krd-5k
 [ -f out/krd-5k-no-kc/krd.safetensors ] || fineked train-krd "${KRD_ARGS[@]}" --no-kc --out out/krd-5k-no-kc
 run dike_no_ctr "$NA" 'dike[no_ctr]' --set krd_path=out/krd-5k-no-ctr
 run dike_no_kc "$NA" 'dike[no_kc]' --set krd_path=out/krd-5k-no-kc
-fineked report "$OUT"/runs/* --out "$OUT/report" --quiet
+# Control: MEMIT with a 4x larger λ (weaker edits), to compare R-Loc at DiKE's efficacy rather than MEMIT's.
+run memit_l7_lambda6000 "$NA" memit --set 'layers=[7]' --set mom2_update_weight=6000
+fineked report "$OUT"/runs/{memit_l7,dike,dike_no_tke,dike_no_fik,dike_no_ctr,dike_no_kc} --out "$OUT/report" --quiet

@@ -218,8 +218,16 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         cfg = self.hashed_config()
         check_same_config(self.out, cfg)
-        if not (self.out / "manifest.json").exists():
-            (self.out / "manifest.json").write_text(json.dumps(self.manifest(cfg), indent=2, sort_keys=True))
+        mpath = self.out / "manifest.json"
+        if not mpath.exists():
+            mpath.write_text(json.dumps(self.manifest(cfg), indent=2, sort_keys=True))
+        elif self.command:
+            m = json.loads(mpath.read_text())
+            if m.get("command") != self.command:  # resumed with another command (a larger --limit): it now names
+                m.setdefault("resumed", []).append({"command": self.command, "git_commit": git_commit(),  # the run
+                                                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                m["command"] = self.command
+                mpath.write_text(json.dumps(m, indent=2, sort_keys=True))
         records = list(self.dataset.records[:self.limit] if self.limit else self.dataset.records)
         cache = pre_edit_cache_path(self.config.model, self.dataset.fingerprint, self.model) if self.pre_edit_cache else None
         self.pre = load_or_compute_pre_edit(self.model, self.tok, records, cache, self.config.score_batch_size)

@@ -7,7 +7,7 @@ set -euo pipefail
 source .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 N=${N:-50}       # FINE-KED edits per editor, each scored on easy, middle and hard (--split all)
-NC=${NC:-20}     # FINE-KED edits for rome_c and memit_c
+NC=${NC:-10}     # FINE-KED edits for rome_c and memit_c
 CF_N=${CF_N:-30} # CounterFact cases for rome, memit and alphaedit (unedited and ft run all 200)
 CF_D=${CF_D:-10} # CounterFact cases for dike
 DATA=out/fineked

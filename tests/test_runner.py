@@ -95,11 +95,16 @@ def test_resume_after_kill_gives_identical_results(data, tmp_path, monkeypatch):
 
 def test_limit_then_resume_extends_the_run(data, tmp_path):
     run = make_run(data, tmp_path / "r", editor="unedited")
-    run.limit = 2
+    run.limit, run.command = 2, "fineked run --limit 2"
     run.execute()
     assert len(results(tmp_path / "r")) == 2
-    make_run(data, tmp_path / "r", editor="unedited").execute()
+    run = make_run(data, tmp_path / "r", editor="unedited")
+    run.command = "fineked run --limit 5"
+    run.execute()
     assert [c for c, _ in results(tmp_path / "r")] == [c[0] for c in CASES]
+    # the manifest names the command that produced the whole result set, and keeps the history
+    m = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert m["command"] == "fineked run --limit 5" and m["resumed"][0]["command"] == "fineked run --limit 5"
 
 
 def test_different_config_in_same_dir_refuses(data, tmp_path):
