@@ -183,6 +183,34 @@ def rloc_chart(runs: Sequence[RunData], path: Path, protocol: str = "tok") -> bo
     return True
 
 
+CURVE_SHOWN = ("ES", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard")
+
+
+def curve_png(series: dict[str, list[tuple[int, dict[str, Aggregate]]]], xlabel: str, path: Path,
+              integer_x: bool = False) -> None:
+    """One panel per metric in CURVE_SHOWN, one line per series of (x, aggregates) points."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVE_SHOWN), figsize=(3.2 * len(CURVE_SHOWN), 3.2), sharey=True)
+    for ax, m in zip(axes, CURVE_SHOWN):
+        for label, points in series.items():
+            pts = [(x, 100 * agg[m].value) for x, agg in points if m in agg]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=label)
+        ax.set_title(m)
+        ax.set_xlabel(xlabel)
+        if integer_x:
+            ax.set_xticks(sorted({x for points in series.values() for x, _ in points}))
+        ax.set_ylim(0, 105)
+    axes[0].set_ylabel("%")
+    axes[-1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 CURVE_METRICS = ("ES", "PS", "NS", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard", "RLoc_tok_avg")
 
 
@@ -198,29 +226,13 @@ def sequential_curves(runs: Sequence[RunData], out: Path) -> str | None:
     seq = [r for r in runs if r.manifest["config"]["mode"] == "sequential"]
     if not seq:
         return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     header = ["editor", "dataset", "edits", *CURVE_METRICS]
     body = [[r.editor, r.dataset, str(n), *(f"{100 * agg[m].value:.1f}" if m in agg else "-" for m in CURVE_METRICS)]
             for r in seq for n, agg in sequential_points(r)]
     md = markdown(header, body)
     (out / "sequential.md").write_text(f"## Sequential editing\n\nMetrics over all cases edited so far (%).\n\n{md}")
-    shown = ("ES", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard")
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2), sharey=True)
-    for ax, m in zip(axes, shown):
-        for r in seq:
-            pts = [(n, 100 * agg[m].value) for n, agg in sequential_points(r) if m in agg]
-            ax.plot(*zip(*pts), marker="o", label=f"{r.editor} · {r.dataset}")
-        ax.set_title(m)
-        ax.set_xlabel("edits so far")
-        ax.set_ylim(0, 105)
-    axes[0].set_ylabel("%")
-    axes[-1].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out / "sequential.png", dpi=120)
-    plt.close(fig)
+    series = {f"{r.editor} · {r.dataset}": sequential_points(r) for r in seq}
+    curve_png(series, "edits so far", out / "sequential.png")
     return md
 
 
@@ -238,31 +250,14 @@ def batch_curves(runs: Sequence[RunData], out: Path) -> str | None:
     curves = {e: dict(sorted(v.items())) for e, v in sorted(by_editor.items()) if len(v) > 1}
     if not curves:
         return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     header = ["editor", "B", "n", *CURVE_METRICS]
     body = [[e, str(b), str(len(r.rows)), *(f"{100 * r.aggregates[m].value:.1f}" if m in r.aggregates else "-"
                                             for m in CURVE_METRICS)]
             for e, by_b in curves.items() for b, r in by_b.items()]
     md = markdown(header, body)
     (out / "batch.md").write_text(f"## Batch size\n\nMean over the cases (%); B = edits per update.\n\n{md}")
-    shown = ("ES", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard")
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2), sharey=True)
-    for ax, m in zip(axes, shown):
-        for e, by_b in curves.items():
-            pts = [(b, 100 * r.aggregates[m].value) for b, r in by_b.items() if m in r.aggregates]
-            ax.plot(*zip(*pts), marker="o", label=e)
-        ax.set_title(m)
-        ax.set_xlabel("B (edits per update)")
-        ax.set_xticks(sorted({b for by_b in curves.values() for b in by_b}))
-        ax.set_ylim(0, 105)
-    axes[0].set_ylabel("%")
-    axes[-1].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out / "batch.png", dpi=120)
-    plt.close(fig)
+    series = {e: [(b, r.aggregates) for b, r in by_b.items()] for e, by_b in curves.items()}
+    curve_png(series, "B (edits per update)", out / "batch.png", integer_x=True)
     return md
 
 
