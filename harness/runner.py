@@ -80,16 +80,21 @@ def plan_batches(records: Sequence[EditRecord], mode: str, batch_size: int) -> l
     return [list(records[i:i + batch_size]) for i in range(0, len(records), batch_size)]
 
 
-def companion_requests(record: EditRecord, k: int, records: Sequence[EditRecord],
-                       seed: int) -> list[tuple[str, EditRequest]]:
-    """k more edits of record's subject, to fill a subject-consistent batch when the dataset has fewer cases of that
-    subject (FINE-KED has one per subject): its constraint facts (held out of the evaluation's fine-grained facts,
-    so R-Loc is unaffected) rewritten to another object of the same relation seen in the dataset, chosen by seed.
-    Returns (relation id, request) pairs."""
+def relation_objects(records: Sequence[EditRecord]) -> dict[str, set[str]]:
+    """Per relation, every object seen in the records' constraint and fine-grained facts (companion targets)."""
     objects: dict[str, set[str]] = {}
     for r in records:
         for f in (*r.constraint_facts, *r.fine_grained):
             objects.setdefault(f.relation_id, set()).add(f.target.str)
+    return objects
+
+
+def companion_requests(record: EditRecord, k: int, objects: dict[str, set[str]],
+                       seed: int) -> list[tuple[str, EditRequest]]:
+    """k more edits of record's subject, to fill a subject-consistent batch when the dataset has fewer cases of that
+    subject (FINE-KED has one per subject): its constraint facts (held out of the evaluation's fine-grained facts,
+    so R-Loc is unaffected) rewritten to another object of the same relation (`relation_objects`), chosen by seed.
+    Returns (relation id, request) pairs."""
     out = []
     for c in record.constraint_facts[:k]:
         others = sorted(objects.get(c.relation_id, set()) - {c.target.str})
@@ -233,11 +238,12 @@ class Run:
         self.pre = load_or_compute_pre_edit(self.model, self.tok, records, cache, self.config.score_batch_size)
         batches = plan_batches(records, self.config.mode, self.config.batch_size)
         self.companions = {}
-        if self.config.mode == "subject":
-            for b in batches:
-                if len(b) < self.config.batch_size:
-                    self.companions[b[0].case_id] = companion_requests(
-                        b[0], self.config.batch_size - len(b), self.dataset.records, self.config.seed)
+        short = [b for b in batches if len(b) < self.config.batch_size] if self.config.mode == "subject" else []
+        if short:
+            objects = relation_objects(self.dataset.records)
+            for b in short:
+                self.companions[b[0].case_id] = companion_requests(b[0], self.config.batch_size - len(b), objects,
+                                                                   self.config.seed)
         if self.config.mode == "sequential":
             rows = self._sequential(records, batches)
         else:

@@ -92,3 +92,11 @@ def test_missing_krd_names_the_command(tiny, tmp_path):
     ed = make_editor("dike[no_kc]", "tiny", {**FAST, "krd_path": str(tmp_path / "none")})
     with pytest.raises(KRDCheckpointError, match="fineked train-krd --model .* --no-kc"):
         ed.apply(model, tok, REQUESTS[:1])
+
+
+def test_unknown_clamp_on_is_refused_when_the_hparams_are_built():
+    from editors.hparams import HparamsError
+
+    with pytest.raises(HparamsError, match="clamp_on must be 'z_r' or 'h_s'"):
+        make_editor("dike", "tiny", {"clamp_on": "W5"})
+    assert make_editor("dike", "tiny", {"clamp_on": "h_s"}).hparams.clamp_on == "h_s"

@@ -167,12 +167,13 @@ def test_subject_batch_run_evaluates_every_case(data, tmp_path):
 
 def test_companion_edits_rewrite_held_out_facts_to_another_object_of_the_relation(data):
     tokyo = data.records[3]
-    (rel, req), = runner.companion_requests(tokyo, 1, data.records, seed=0)
+    objects = runner.relation_objects(data.records)
+    (rel, req), = runner.companion_requests(tokyo, 1, objects, seed=0)
     assert rel == "P1412" and req.subject == "Tokyo" and req.prompt == "Tokyo speaks"
     assert req.target_true == "Japanese" and req.target_new in {"French", "German"}
-    assert runner.companion_requests(tokyo, 1, data.records, seed=0)[0][1] == req  # deterministic
+    assert runner.companion_requests(tokyo, 1, objects, seed=0)[0][1] == req  # deterministic
     with pytest.raises(UserError, match="--constraints 2"):
-        runner.companion_requests(tokyo, 2, data.records, seed=0)
+        runner.companion_requests(tokyo, 2, objects, seed=0)
     assert skip_relations([tokyo], ["P1412"]) == {"c4": {"P1412"}}
 
 

@@ -23,6 +23,7 @@ from editors.base import EditRequest, EditResult
 from editors.dike.checkpoint import KRDCheckpointError, checkpoint_dir, load_krd
 from editors.dike.solve import dike_delta
 from editors.dike.states import subject_and_relation_states
+from editors.hparams import HparamsError, load_hparams, read_yaml
 from editors.locate.editor import LocateEditor, Timer
 from editors.locate.fingerprint import model_fingerprint
 from editors.locate.hooks import block_output
@@ -48,6 +49,11 @@ class DikeHparams(MemitHparams):
     # δ); "h_s" clamps |W5 δ| <= c|h_s|, the step that actually reaches the residual stream, i.e. MEMIT's budget.
     clamp_on: str = "z_r"
 
+    def __post_init__(self) -> None:
+        if self.clamp_on not in ("z_r", "h_s"):
+            raise HparamsError(f"dike: clamp_on must be 'z_r' or 'h_s', got {self.clamp_on!r}; "
+                               "fix it with --set clamp_on=z_r")
+
     @property
     def krd_variant(self) -> str:
         flags = [f for f in ("no_ctr", "no_kc") if getattr(self, f)]
@@ -69,8 +75,6 @@ class DikeEditor(LocateEditor):
     @classmethod
     def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None) -> "DikeEditor":
         """MEMIT's YAML for model_key, then dike's (layers, l_r), then overrides: same keys, C, λ and v* as memit."""
-        from editors.hparams import load_hparams, read_yaml
-
         memit = {k: v for k, v in read_yaml("memit", model_key).items() if k != "layers"}
         return cls(load_hparams(DikeHparams, "dike", model_key, overrides, base=memit))
 
@@ -147,12 +151,10 @@ class DikeEditor(LocateEditor):
         def intervention(delta: torch.Tensor, positions: Sequence[int]):
             return block_output(model, adapter, layer, positions, add=shift(delta))
 
-        if self.hparams.clamp_on == "z_r":
-            init, step_map = z_r, None
-        elif self.hparams.clamp_on == "h_s":
+        if self.hparams.clamp_on == "h_s":
             init, step_map = h_s, (lambda delta: delta @ krd.W5.weight.T)  # W5 without its bias
         else:
-            raise ValueError(f"clamp_on must be 'z_r' or 'h_s', got {self.hparams.clamp_on!r}")
+            init, step_map = z_r, None
         tv = optimise_target_value(model, tok, adapter, layer, req, prefixes, self.hparams.vstar(),
                                    intervention=intervention, init=init, step_map=step_map)
         with torch.no_grad():

@@ -129,6 +129,7 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
     makes the clamp and decay act on step_map(delta) instead of delta (DiKE: W5 δ, the step that reaches h_s).
     """
     device = next(model.parameters()).device
+    moved = step_map or (lambda d: d)  # what the clamp and decay measure
     batch = build_batch(tok, request, prefixes, cfg.kl_prompt, device)
     custom = intervention is not None
     if custom and init is None:
@@ -155,8 +156,7 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
             if kl_init is None:
                 kl_init = kl_logp.detach()
             kl = cfg.kl_factor * F.kl_div(kl_init, kl_logp, log_target=True, reduction="sum")
-            moved = delta if step_map is None else step_map(delta)
-            decay = cfg.weight_decay * moved.norm() / init.norm() ** 2
+            decay = cfg.weight_decay * moved(delta).norm() / init.norm() ** 2
             loss = nll + kl + decay
             loss_val, nll_val = loss.item(), nll.item()
             if step == 0:
@@ -170,7 +170,7 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
             opt.step()
             with torch.no_grad():
                 max_norm = cfg.clamp_norm_factor * init.norm()
-                norm = (delta if step_map is None else step_map(delta)).norm()
+                norm = moved(delta).norm()
                 if norm > max_norm:
                     delta.mul_(max_norm / norm)  # exact for a linear step_map
     return TargetValue(delta=delta.detach().float(), init=init.detach().float(), steps=n_fwd,
