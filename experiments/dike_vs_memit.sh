@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # DiKE against MEMIT on the same FINE-KED edits (issue 5): same layer l = 7, keys, statistics C and λ.
 # Every edit is scored on all three levels at once (--split all: the cases with facts at every level).
-# Usage (repository root, after `make setup`): N=100 NA=30 bash experiments/dike_vs_memit.sh
+# Usage (repository root, after `make setup`): N=100 NA=100 bash experiments/dike_vs_memit.sh
 set -euo pipefail
 source .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 N=${N:-100}    # edits for memit (l = 7) and dike
-NA=${NA:-30}   # edits for each ablation (the first NA of the same cases)
+NA=${NA:-100}  # edits for each ablation (the same cases as dike)
+NCTL=${NCTL:-30}  # edits for the MEMIT λ = 6000 control (the first NCTL of the same cases)
 DATA=out/fineked
 OUT=experiments/dike_vs_memit
 KRD_ARGS=(--model smollm2-135m --data "$DATA" --samples 5000 --epochs 3 --con-per-batch 8 --threads 1 --quiet)
@@ -29,5 +30,5 @@ run dike_no_fik "$NA" 'dike[no_fik]' --set krd_path=out/krd-5k
 run dike_no_ctr "$NA" 'dike[no_ctr]' --set krd_path=out/krd-5k-no-ctr
 run dike_no_kc "$NA" 'dike[no_kc]' --set krd_path=out/krd-5k-no-kc
 # Control: MEMIT with a 4x larger λ (weaker edits), to compare R-Loc at DiKE's efficacy rather than MEMIT's.
-run memit_l7_lambda6000 "$NA" memit --set 'layers=[7]' --set mom2_update_weight=6000
+run memit_l7_lambda6000 "$NCTL" memit --set 'layers=[7]' --set mom2_update_weight=6000
 fineked report "$OUT"/runs/{memit_l7,dike,dike_no_tke,dike_no_fik,dike_no_ctr,dike_no_kc} --out "$OUT/report" --quiet

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Reproduces the committed leaderboards exactly (same build, KRDs, seeds, limits and hparams).
-# Usage: bash leaderboards/reproduce.sh      (from the repository root, after `make setup`; ~4 CPU-hours at the
-# defaults on a 2-core CPU, most of it the v* optimisations; the DiKE experiment's defaults are N=100 NA=30)
+# Usage: bash leaderboards/reproduce.sh      (from the repository root, after `make setup`; ~6 CPU-hours at the
+# defaults, about 1,500 v* optimisations of ~15 s each; the DiKE experiment's defaults are N=100 NA=100 NCTL=30)
 # Runs resume: a larger N / CF_N extends the committed runs in place instead of starting over.
 set -euo pipefail
 source .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 N=${N:-50}       # FINE-KED edits per editor, each scored on easy, middle and hard (--split all)
 NC=${NC:-10}     # FINE-KED edits for rome_c and memit_c
-CF_N=${CF_N:-30} # CounterFact cases for rome, memit and alphaedit (unedited and ft run all 200)
+CF_N=${CF_N:-200} # CounterFact cases for rome, memit and alphaedit (all 200; unedited and ft run all 200 too)
 CF_D=${CF_D:-10} # CounterFact cases for dike
 DATA=out/fineked
 RUNS=leaderboards/runs

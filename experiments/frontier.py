@@ -1,0 +1,48 @@
+"""Efficacy against R-Loc, one point per run on the cases every run shares, with 95 % CIs on both axes.
+
+Shows whether an editor's locality is a better trade-off or just a weaker edit: MEMIT at several λ traces the
+trade-off curve, and an editor above that curve keeps more of the subject's other facts at the same efficacy.
+
+python experiments/frontier.py RUN_DIR... --out PNG [--y RLoc_tok_avg,RLoc_prob_avg]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.report import common_cases, load_run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--y", default="RLoc_tok_avg,RLoc_prob_avg", help="one panel per metric, against ES")
+    args = p.parse_args()
+    runs = common_cases([load_run(d) for d in args.run_dirs])
+    ys = args.y.split(",")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(ys), figsize=(4.5 * len(ys), 4), squeeze=False)
+    for ax, y in zip(axes[0], ys):
+        for r in runs:
+            es, rl = r.aggregates["ES"], r.aggregates[y]
+            ax.errorbar(100 * es.value, 100 * rl.value,
+                        xerr=[[100 * (es.value - es.lo)], [100 * (es.hi - es.value)]],
+                        yerr=[[100 * (rl.value - rl.lo)], [100 * (rl.hi - rl.value)]],
+                        fmt="o", capsize=3, label=r.path.name)
+        ax.set_xlabel(f"ES (%), n = {len(runs[0].rows)} common edits")
+        ax.set_ylabel(f"{y} (%)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+    plt.close(fig)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
