@@ -7,7 +7,7 @@ source .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 N=${N:-100}    # edits for memit (l = 7) and dike
 NA=${NA:-100}  # edits for each ablation (the same cases as dike)
-NCTL=${NCTL:-30}  # edits for the MEMIT λ = 6000 control (the first NCTL of the same cases)
+NCTL=${NCTL:-30}  # edits for each MEMIT λ control (the first NCTL of the same cases)
 DATA=out/fineked
 OUT=experiments/dike_vs_memit
 KRD_ARGS=(--model smollm2-135m --data "$DATA" --samples 5000 --epochs 3 --con-per-batch 8 --threads 1 --quiet)
@@ -29,6 +29,11 @@ run dike_no_fik "$NA" 'dike[no_fik]' --set krd_path=out/krd-5k
 [ -f out/krd-5k-no-kc/krd.safetensors ] || fineked train-krd "${KRD_ARGS[@]}" --no-kc --out out/krd-5k-no-kc
 run dike_no_ctr "$NA" 'dike[no_ctr]' --set krd_path=out/krd-5k-no-ctr
 run dike_no_kc "$NA" 'dike[no_kc]' --set krd_path=out/krd-5k-no-kc
-# Control: MEMIT with a 4x larger λ (weaker edits), to compare R-Loc at DiKE's efficacy rather than MEMIT's.
-run memit_l7_lambda6000 "$NCTL" memit --set 'layers=[7]' --set mom2_update_weight=6000
+# Controls: MEMIT with a 2-8x larger λ (weaker edits) traces MEMIT's efficacy-for-locality trade-off, so DiKE's
+# R-Loc can be compared at its own efficacy rather than MEMIT's (experiments/frontier.py, experiments/paired_diff.py).
+for lam in 3000 6000 12000; do
+  run "memit_l7_lambda$lam" "$NCTL" memit --set 'layers=[7]' --set "mom2_update_weight=$lam"
+done
 fineked report "$OUT"/runs/{memit_l7,dike,dike_no_tke,dike_no_fik,dike_no_ctr,dike_no_kc} --out "$OUT/report" --quiet
+python experiments/frontier.py "$OUT"/runs/{memit_l7,memit_l7_lambda3000,memit_l7_lambda6000,memit_l7_lambda12000,dike*} \
+  --out "$OUT/report/frontier.png"
