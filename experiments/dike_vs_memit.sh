@@ -36,4 +36,4 @@ for lam in 3000 6000 12000; do
 done
 fineked report "$OUT"/runs/{memit_l7,dike,dike_no_tke,dike_no_fik,dike_no_ctr,dike_no_kc} --out "$OUT/report" --quiet
 python experiments/frontier.py "$OUT"/runs/{memit_l7,memit_l7_lambda3000,memit_l7_lambda6000,memit_l7_lambda12000,dike*} \
-  --out "$OUT/report/frontier.png"
+  --curve memit_l7 --out "$OUT/report/frontier.png"

@@ -3,7 +3,7 @@
 Shows whether an editor's locality is a better trade-off or just a weaker edit: MEMIT at several λ traces the
 trade-off curve, and an editor above that curve keeps more of the subject's other facts at the same efficacy.
 
-python experiments/frontier.py RUN_DIR... --out PNG [--y RLoc_tok_avg,RLoc_prob_avg]
+python experiments/frontier.py RUN_DIR... --out PNG [--y RLoc_tok_avg,RLoc_prob_avg] [--curve memit_l7]
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def main() -> None:
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--y", default="RLoc_tok_avg,RLoc_prob_avg", help="one panel per metric, against ES")
+    p.add_argument("--curve", help="join the runs whose folder name starts with this (e.g. a λ sweep) with a line")
     args = p.parse_args()
     runs = common_cases([load_run(d) for d in args.run_dirs])
     ys = args.y.split(",")
@@ -34,6 +35,10 @@ def main() -> None:
                         xerr=[[100 * (es.value - es.lo)], [100 * (es.hi - es.value)]],
                         yerr=[[100 * (rl.value - rl.lo)], [100 * (rl.hi - rl.value)]],
                         fmt="o", capsize=3, label=r.path.name)
+        if args.curve:
+            pts = sorted((100 * r.aggregates["ES"].value, 100 * r.aggregates[y].value)
+                         for r in runs if r.path.name.startswith(args.curve))
+            ax.plot(*zip(*pts), "--", color="grey", lw=1, zorder=0)
         ax.set_xlabel(f"ES (%), n = {len(runs[0].rows)} common edits")
         ax.set_ylabel(f"{y} (%)")
     axes[0][-1].legend(fontsize=7)
