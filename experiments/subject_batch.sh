@@ -8,18 +8,22 @@ set -euo pipefail
 source .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 SB_N=${SB_N:-8}
-EDITORS=${EDITORS:-"memit dike"}
+EDITORS=${EDITORS:-"memit dike rome alphaedit"}
 DATA=out/fineked
 OUT=experiments/subject_batch
 [ -f "$DATA/README.md" ] || fineked build --out "$DATA" --quiet
 for B in 2 3; do
   for editor in $EDITORS; do
-    extra=(--set 'layers=[7]')  # memit at DiKE's layer, as in experiments/dike_vs_memit.sh
-    [ "$editor" = dike ] && extra=(--set krd_path=out/krd-5k)
+    case $editor in
+      memit) extra=(--set 'layers=[7]') ;;  # memit at DiKE's layer, as in experiments/dike_vs_memit.sh
+      dike) extra=(--set krd_path=out/krd-5k) ;;
+      *) extra=() ;;                        # rome and alphaedit at their YAML's layer 4, as on the leaderboard
+    esac
     fineked run --editor "$editor" --model smollm2-135m --dataset "$DATA" --split all --limit "$SB_N" \
       --mode subject --batch-size "$B" --out "$OUT/runs/${editor}_b$B" --threads 1 --quiet "${extra[@]}"
   done
 done
-# B = 1: the single-edit runs of the same cases; --common-cases restricts them to these SB_N edits.
-fineked report experiments/dike_vs_memit/runs/memit_l7 experiments/dike_vs_memit/runs/dike "$OUT"/runs/* \
+# B = 1: the single-edit runs of the same cases (memit and dike from experiments/dike_vs_memit.sh, rome and alphaedit
+# from the leaderboard); --common-cases restricts them to these SB_N edits.
+fineked report experiments/dike_vs_memit/runs/{memit_l7,dike} leaderboards/runs/fineked/all/{rome,alphaedit} "$OUT"/runs/* \
   --common-cases --out "$OUT/report" --quiet
