@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.metrics import METRIC_BY_NAME
 from harness.report import common_cases, load_run
 
 
@@ -20,8 +21,11 @@ def main() -> None:
     p.add_argument("--y", default="RLoc_tok_avg,RLoc_prob_avg", help="one panel per metric, against ES")
     p.add_argument("--curve", help="join the runs whose folder name starts with this (e.g. a λ sweep) with a line")
     args = p.parse_args()
-    runs = common_cases([load_run(d) for d in args.run_dirs])
     ys = args.y.split(",")
+    unknown = [y for y in ys if y not in METRIC_BY_NAME]
+    if unknown:
+        raise SystemExit(f"error: unknown metric {', '.join(unknown)} for --y; see the columns in leaderboards/README.md")
+    runs = common_cases([load_run(d) for d in args.run_dirs])
 
     import matplotlib
     matplotlib.use("Agg")

@@ -12,7 +12,7 @@ import argparse
 
 from harness.aggregate import aggregate
 from harness.metrics import METRIC_BY_NAME, METRICS
-from harness.report import common_cases, fmt, load_run, markdown
+from harness.report import common_cases, load_run, markdown, metric_cells
 
 DEFAULT = "ES,PS,RLoc_tok_easy,RLoc_tok_middle,RLoc_tok_hard,RLoc_tok_avg,RLoc_prob_avg"
 
@@ -41,7 +41,7 @@ def main() -> None:
         b_by_case = dict(zip(b.case_ids, b.rows))
         agg = aggregate(diff_rows(a.rows, [b_by_case[c] for c in a.case_ids]), seed=a.manifest.get("seed", 0))
         body.append([f"{a.path.name} − {b.path.name}", str(len(a.rows)),
-                     *(fmt(METRIC_BY_NAME[m], agg[m]) if m in agg else "–" for m in names)])
+                     *metric_cells(agg, names)])
     print(markdown(["A − B", "n", *names], body))
 
 

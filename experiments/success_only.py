@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse
 
 from harness.aggregate import aggregate
-from harness.metrics import METRIC_BY_NAME
-from harness.report import fmt, load_run, markdown
+from harness.report import load_run, markdown, metric_cells
 
 DEFAULT = "ES,PS,RLoc_tok_easy,RLoc_tok_middle,RLoc_tok_hard,RLoc_tok_avg,RLoc_prob_avg"
 
@@ -26,7 +25,7 @@ def main() -> None:
         rows = [row for c, row in zip(r.case_ids, r.rows) if c in ok]
         agg = aggregate(rows, seed=r.manifest.get("seed", 0))
         body.append([r.path.name, str(len(rows)),
-                     *(fmt(METRIC_BY_NAME[m], agg[m]) if m in agg else "–" for m in names)])
+                     *metric_cells(agg, names)])
     print(markdown(["run", "n", *names], body))
 
 

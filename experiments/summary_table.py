@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.metrics import METRIC_BY_NAME
-from harness.report import common_cases, fmt, load_run, markdown
+from harness.report import common_cases, load_run, markdown, metric_cells
 
 DEFAULT = "ES,PS,NS,RLoc_tok_easy,RLoc_tok_middle,RLoc_tok_hard,RLoc_tok_avg,RLoc_prob_avg"
 
@@ -25,7 +24,7 @@ def main() -> None:
     names = args.metrics.split(",")
     header = [args.label, "n", *names]
     body = [[r.editor if args.label == "editor" else r.path.name, str(len(r.rows)),
-             *(fmt(METRIC_BY_NAME[m], r.aggregates[m]) if m in r.aggregates else "–" for m in names)] for r in runs]
+             *metric_cells(r.aggregates, names)] for r in runs]
     print(markdown(header, body))
 
 

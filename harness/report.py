@@ -91,6 +91,11 @@ def fmt(m: Metric, a: Aggregate) -> str:
     return f"{_scale(m, a.value):.{digits}f} [{_scale(m, a.lo):.{digits}f}, {_scale(m, a.hi):.{digits}f}]"
 
 
+def metric_cells(aggregates: dict[str, Aggregate], names: Sequence[str]) -> list[str]:
+    """'mean [lo, hi]' for each named metric, '–' where the run has no value for it."""
+    return [fmt(METRIC_BY_NAME[n], aggregates[n]) if n in aggregates else "–" for n in names]
+
+
 def columns(runs: Sequence[RunData]) -> list[Metric]:
     present = {k for r in runs for k in r.aggregates}
     return [m for m in METRICS if m.name in present]
@@ -102,8 +107,7 @@ def table_rows(runs: Sequence[RunData]) -> tuple[list[str], list[list[str]]]:
         f"{m.name} {'↑' if m.higher_is_better else '↓'}" for m in cols]
     body = []
     for r in sorted(runs, key=lambda r: (r.model, r.editor, r.setting)):
-        body.append([r.editor, r.model, r.setting, str(len(r.rows))]
-                    + [fmt(m, r.aggregates[m.name]) if m.name in r.aggregates else "–" for m in cols])
+        body.append([r.editor, r.model, r.setting, str(len(r.rows)), *metric_cells(r.aggregates, [m.name for m in cols])])
     return header, body
 
 

@@ -1,5 +1,6 @@
 """experiments/paired_diff.py on two committed runs: its paired mean differences equal plain Python over the cases
-the two runs share, each inside its own CI, and a harmonic mean is refused with a one-line error."""
+the two runs share, each inside its own CI, and a harmonic mean is refused with a one-line error; frontier.py draws the
+same runs and refuses an unknown metric the same way."""
 import json
 import subprocess
 import sys
@@ -40,3 +41,15 @@ def test_refuses_a_harmonic_mean():
     proc = subprocess.run([sys.executable, "experiments/paired_diff.py", str(RUNS / "dike"), str(RUNS / "memit_l7"),
                            "--metrics", "Score"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0 and "Score" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_frontier_plots_the_shared_edits_and_refuses_an_unknown_metric(tmp_path):
+    png = tmp_path / "f.png"
+    runs = [str(RUNS / n) for n in ("memit_l7", "memit_l7_lambda6000", "dike")]
+    subprocess.run([sys.executable, "experiments/frontier.py", *runs, "--curve", "memit_l7", "--out", str(png)],
+                   cwd=ROOT, check=True, capture_output=True)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    proc = subprocess.run([sys.executable, "experiments/frontier.py", *runs, "--y", "RLoc_nope", "--out", str(png)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and proc.stderr.strip() == (
+        "error: unknown metric RLoc_nope for --y; see the columns in leaderboards/README.md")  # one line, no traceback
