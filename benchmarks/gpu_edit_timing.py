@@ -1,12 +1,13 @@
-"""Edits per second of rome and memit on a randomly initialised GPT2-XL-shaped model (no weights travel).
+"""Edits per second of the locate-then-edit editors on randomly initialised GPT2-XL or LLaMA-3-8B shapes.
 
-Self-contained: the model is built from a config on the target device, the tokenizer is the offline tiny
-byte-level BPE (ids fit GPT-2's vocabulary), statistics come from the bundled corpus (capped). Speed does not
+No weights travel: the model is built from a config on the target device, the tokenizer is the offline tiny
+BPE of the family's style (its ids fit either vocabulary), statistics come from the bundled corpus (capped). Speed does not
 depend on the weights, but early stopping never triggers on a random model, so every edit runs all v* steps
 (a worst case). The first edit of each editor (statistics, prefixes) is reported apart.
 
-    python benchmarks/gpu_edit_timing.py                # GPT2-XL shape on cuda, upstream gpt2-xl hparams
-    python benchmarks/gpu_edit_timing.py --tiny --device cpu --edits 3   # a tiny shape, for tests
+    python benchmarks/gpu_edit_timing.py                          # GPT2-XL shape on cuda, upstream gpt2-xl hparams
+    python benchmarks/gpu_edit_timing.py --shape llama3-8b --dtype bfloat16   # upstream Llama3-8B hparams
+    python benchmarks/gpu_edit_timing.py --shape tiny-llama --device cpu --edits 3   # a tiny shape, for tests
 """
 from __future__ import annotations
 
@@ -20,17 +21,27 @@ from editors.base import EditRequest
 from editors.registry import make_editor
 from editors.tiny import tiny_tokenizer
 
-GPT2_XL = dict(n_layer=48, n_embd=1600, n_head=25, n_positions=1024, vocab_size=50257)
-TINY = dict(n_layer=4, n_embd=64, n_head=4, n_positions=256, vocab_size=400, bos_token_id=0, eos_token_id=0)
+# shape -> (model_type, config, hparams key, tiny tokenizer style)
+SHAPES = {
+    "gpt2-xl": ("gpt2", dict(n_layer=48, n_embd=1600, n_head=25, n_positions=1024, vocab_size=50257), "gpt2-xl", "gpt2"),
+    "llama3-8b": ("llama", dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336,
+                                num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
+                                rope_theta=500000.0, rms_norm_eps=1e-5, vocab_size=128256), "llama3-8b", "llama"),
+    "tiny": ("gpt2", dict(n_layer=4, n_embd=64, n_head=4, n_positions=256, vocab_size=400), "tiny", "gpt2"),
+    "tiny-llama": ("llama", dict(num_hidden_layers=4, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                                 num_key_value_heads=2, max_position_embeddings=256, vocab_size=400), "tiny", "llama"),
+}
 SUBJECTS = ["France", "Germany", "Italy", "Japan", "Spain", "Canada", "England", "Danielle Darrieux"]
 PROMPTS = ["The capital of {} is", "The official language of {} is", "{} is located in the continent of"]
 TARGETS = ["Tokyo", "Berlin", "Asia", "English", "Rome", "Madrid"]
 
 
-def build_model(shape: dict, device: str, dtype: torch.dtype):
+def build_model(shape: str, tok, device: str, dtype: torch.dtype):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    cfg = AutoConfig.for_model("gpt2", **shape)
+    model_type, cfg, _, _ = SHAPES[shape]
+    cfg = AutoConfig.for_model(model_type, **cfg, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
@@ -53,7 +64,7 @@ def sync(device: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tiny", action="store_true", help="a 4-layer d=64 GPT-2 instead of the GPT2-XL shape")
+    ap.add_argument("--shape", default="gpt2-xl", choices=list(SHAPES))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--editors", default="rome,memit")
@@ -62,13 +73,15 @@ def main() -> None:
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype)
     t0 = time.perf_counter()
-    model = build_model(TINY if args.tiny else GPT2_XL, args.device, dtype)
-    tok = tiny_tokenizer("gpt2")
-    print(f"model: {'tiny' if args.tiny else 'GPT2-XL shape'} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
+    _, _, key, style = SHAPES[args.shape]
+    tok = tiny_tokenizer(style)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = build_model(args.shape, tok, args.device, dtype)
+    print(f"model: {args.shape} shape ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
           f"params, {args.dtype}) on {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
           + f", built in {time.perf_counter() - t0:.1f}s")
-    key = "tiny" if args.tiny else "gpt2-xl"
     reqs = requests(args.edits + 1)
     print(f"{'editor':8} {'warm-up s':>9} {'edits/s':>8} {'s/edit':>7} {'keys':>6} {'v*':>6} {'solve':>6} {'steps':>5}")
     for spec in args.editors.split(","):
