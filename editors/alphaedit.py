@@ -54,6 +54,13 @@ class AlphaEditEditor(LocateEditor):
         """Forget earlier edits' keys (call when the model is reloaded or restored outside EditResult)."""
         self.prev_keys = {}
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """K_p per layer, so a saved sequential run can go on (harness.runner.SequentialState)."""
+        return {f"prev_keys.{layer}": K for layer, K in self.prev_keys.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.prev_keys = {int(k.split(".")[1]): v for k, v in state.items() if k.startswith("prev_keys.")}
+
     def _withdraw(self, added: dict[int, int]) -> None:
         for layer, n in added.items():
             if layer in self.prev_keys and n:

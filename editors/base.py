@@ -76,7 +76,8 @@ def parameter_digests(model: torch.nn.Module, names: Sequence[str]) -> dict[str,
 class Editor(Protocol):
     """An editor: a name, a hparams dataclass, and apply(), whose result restores the model.
 
-    Editors keep any state (e.g. AlphaEdit's accumulated keys) on the instance.
+    Editors keep any state (e.g. AlphaEdit's accumulated keys) on the instance; one that does also defines
+    `state_dict() -> dict[str, Tensor]` and `load_state_dict(d)`, so a sequential run can be saved and resumed.
     `from_config(family, overrides)` builds one with the YAML hparams for a model family.
     """
 

@@ -7,7 +7,8 @@ Modes:
 - sequential: edits accumulate, never restored; evaluated at checkpoints and at the end.
 
 A run directory holds manifest.json (config + provenance), results.jsonl (per case) and, for
-sequential runs, checkpoints.jsonl. Re-running resumes; a different config refuses.
+sequential runs, checkpoints.jsonl and sequential_state.* (the edited weights so far, for resuming). Re-running
+resumes; a different config refuses.
 """
 from __future__ import annotations
 
@@ -179,6 +180,60 @@ def append_lines(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         os.fsync(fh.fileno())
 
 
+class SequentialState:
+    """A sequential run's progress: the weights its edits touched, the editor's state (`state_dict()`, e.g.
+    AlphaEdit's accumulated keys) and the cases edited so far, in sequential_state.safetensors (+ .json).
+    Edits are seeded per batch, so going on from a saved state gives what an uninterrupted run gives."""
+
+    def __init__(self, out: Path):
+        self.weights, self.meta = out / "sequential_state.safetensors", out / "sequential_state.json"
+        self.edit_s: dict[str, float] = {}
+        self.touched: list[str] = []
+
+    def load(self, model: torch.nn.Module, editor: Any, batches: Sequence[Sequence[EditRecord]]) -> int:
+        """Number of leading batches the saved state covers (their edits now in model and editor); 0 if none."""
+        if not (self.weights.exists() and self.meta.exists()):
+            return 0
+        from safetensors.torch import load_file
+
+        meta = json.loads(self.meta.read_text())
+        ids = meta["case_ids"]
+        n, covered = 0, 0
+        while n < len(batches) and covered + len(batches[n]) <= len(ids):
+            if [r.case_id for r in batches[n]] != ids[covered:covered + len(batches[n])]:
+                break
+            covered += len(batches[n])
+            n += 1
+        if covered != len(ids):  # another case order or batching: the saved edits are not a prefix of this plan
+            log.warning("%s: saved edits are not a prefix of this run's plan; starting over", self.meta)
+            return 0
+        tensors = load_file(str(self.weights))
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name in meta["touched"]:
+                params[name].copy_(tensors[f"param/{name}"])
+        if hasattr(editor, "load_state_dict"):
+            editor.load_state_dict({k[len("editor/"):]: v for k, v in tensors.items() if k.startswith("editor/")})
+        self.edit_s, self.touched = meta["edit_s"], meta["touched"]
+        return n
+
+    def save(self, model: torch.nn.Module, editor: Any, edited: Sequence[EditRecord], edit_s: dict[str, float],
+             touched: set[str]) -> None:
+        from safetensors.torch import save_file
+
+        params = dict(model.named_parameters())
+        tensors = {f"param/{n}": params[n].detach().cpu().contiguous() for n in sorted(touched)}
+        if hasattr(editor, "state_dict"):
+            tensors.update({f"editor/{k}": v.detach().cpu().contiguous() for k, v in editor.state_dict().items()})
+        tmp_w, tmp_m = Path(f"{self.weights}.tmp"), Path(f"{self.meta}.tmp")
+        save_file(tensors, str(tmp_w))
+        tmp_m.write_text(json.dumps({"case_ids": [r.case_id for r in edited], "touched": sorted(touched),
+                                     "edit_s": {r.case_id: edit_s[r.case_id] for r in edited}}))
+        self.meta.unlink(missing_ok=True)  # weights first, then meta: a meta on disk always names complete weights
+        tmp_w.replace(self.weights)
+        tmp_m.replace(self.meta)
+
+
 @dataclass
 class Run:
     """Everything a run needs, with the model already loaded (the CLI loads it by name)."""
@@ -306,7 +361,8 @@ class Run:
         return [by_id[r.case_id] for r in records]
 
     def _sequential(self, records: list[EditRecord], batches: list[list[EditRecord]]) -> list[dict]:
-        """Edits accumulate. A resumed run replays the edits (deterministic) and skips recorded checkpoints."""
+        """Edits accumulate. After every batch the touched weights and the editor's state are saved
+        (SequentialState); a resumed run, or one with a larger --limit, loads them and goes on from there."""
         path, ckpt_path = self.out / "results.jsonl", self.out / "checkpoints.jsonl"
         lines = read_results(path)
         if {ln["case_id"] for ln in lines} >= {r.case_id for r in records}:
@@ -315,16 +371,21 @@ class Run:
         if lines:
             path.unlink()  # a sequential result set is only valid complete (a shorter --limit ran before)
         ckpts = {c["n_edits"] for c in read_results(ckpt_path)}
-        edited: list[EditRecord] = []
-        edit_s: dict[str, float] = {}
-        bar = tqdm(total=len(records), disable=self.quiet, desc=f"{self.editor_name} (sequential)", unit="edit")
-        for batch in batches:
+        state = SequentialState(self.out)
+        done = state.load(self.model, self.editor, batches)
+        edited: list[EditRecord] = [r for b in batches[:done] for r in b]
+        edit_s: dict[str, float] = dict(state.edit_s)
+        touched: set[str] = set(state.touched)
+        bar = tqdm(total=len(records), initial=len(edited), disable=self.quiet,
+                   desc=f"{self.editor_name} (sequential)", unit="edit")
+        for batch in batches[done:]:
             seed_everything(batch_seed(self.config.seed, batch[0].case_id))
             t0 = time.perf_counter()
-            self.editor.apply(self.model, self.tok, [edit_request(r) for r in batch])  # never restored
+            res = self.editor.apply(self.model, self.tok, [edit_request(r) for r in batch])  # never restored
             for r in batch:
                 edit_s[r.case_id] = (time.perf_counter() - t0) / len(batch)
             edited += batch
+            touched |= set(res.originals)
             bar.update(len(batch))
             every = self.config.eval_every
             if every and len(edited) % every < len(batch) and len(edited) < len(records) and len(edited) not in ckpts:
@@ -333,6 +394,7 @@ class Run:
                 append_lines(ckpt_path, [{"n_edits": len(edited),
                                           "metrics": {k: dataclasses.asdict(v) for k, v in agg.items()}}])
                 bar.set_postfix({k: f"{100 * agg[k].value:.1f}" for k in LIVE_METRICS if k in agg})
+            state.save(self.model, self.editor, edited, edit_s, touched)  # after its checkpoint, never before
         bar.close()
         t1 = time.perf_counter()
         rows = self._evaluate_all(edited)

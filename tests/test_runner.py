@@ -189,7 +189,7 @@ def test_sequential_edits_accumulate_with_checkpoints(data, tmp_path):
     assert len(results(tmp_path / "q")) == len(CASES)
 
 
-def test_sequential_resume_replays_edits_without_duplicating_checkpoints(data, tmp_path, monkeypatch):
+def test_sequential_resume_after_a_kill_in_a_checkpoint_matches_an_uninterrupted_run(data, tmp_path, monkeypatch):
     make_run(data, tmp_path / "a", mode="sequential", eval_every=2).execute()
     real, calls = runner.Run._evaluate_all, []
 
@@ -206,4 +206,56 @@ def test_sequential_resume_replays_edits_without_duplicating_checkpoints(data, t
     make_run(data, tmp_path / "b", mode="sequential", eval_every=2).execute()
     ck = lambda d: [json.loads(x) for x in (d / "checkpoints.jsonl").read_text().splitlines()]  # noqa: E731
     assert ck(tmp_path / "b") == ck(tmp_path / "a")
+    assert results(tmp_path / "b") == results(tmp_path / "a")
+
+
+ALPHA = {"stats_corpus": "bundled", "stats_n_samples": 60, "stats_max_len": 32, "v_num_grad_steps": 4,
+         "context_prefixes": [[4, 2]], "layers": [1, 2], "nullspace_threshold": 1e9, "quiet": True}
+
+
+def test_sequential_state_resumes_without_replaying_edits(data, tmp_path, monkeypatch):
+    """Killed after 3 of 5 edits, the run goes on from its saved weights and AlphaEdit keys (no replay), and ends
+    where an uninterrupted run ends: same results, checkpoints, weights and accumulated keys."""
+    whole = make_run(data, tmp_path / "a", editor="alphaedit", mode="sequential", eval_every=2, overrides=ALPHA)
+    whole.execute()
+    real, calls = whole.editor.__class__.apply, []
+
+    def dies_on_fourth(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+    monkeypatch.setattr(whole.editor.__class__, "apply", dies_on_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        make_run(data, tmp_path / "b", editor="alphaedit", mode="sequential", eval_every=2, overrides=ALPHA).execute()
+    saved = json.loads((tmp_path / "b" / "sequential_state.json").read_text())
+    assert saved["case_ids"] == ["c1", "c2", "c3"]
+    calls.clear()
+    resumed = make_run(data, tmp_path / "b", editor="alphaedit", mode="sequential", eval_every=2, overrides=ALPHA)
+    resumed.execute()
+    assert len(calls) == 2  # edits 4 and 5 only
+    assert results(tmp_path / "b") == results(tmp_path / "a")
+    ck = lambda d: [json.loads(x) for x in (d / "checkpoints.jsonl").read_text().splitlines()]  # noqa: E731
+    assert ck(tmp_path / "b") == ck(tmp_path / "a")
+    names = [n for n, _ in whole.model.named_parameters()]
+    assert parameter_digests(resumed.model, names) == parameter_digests(whole.model, names)
+    assert {l: K.shape[1] for l, K in resumed.editor.prev_keys.items()} == {1: 5, 2: 5}
+    for layer, K in whole.editor.prev_keys.items():
+        assert torch.equal(resumed.editor.prev_keys[layer], K)
+
+
+def test_sequential_run_extended_with_a_larger_limit_goes_on_from_its_state(data, tmp_path, monkeypatch):
+    make_run(data, tmp_path / "a", mode="sequential", eval_every=2).execute()
+    short = make_run(data, tmp_path / "b", mode="sequential", eval_every=2)
+    short.limit = 3
+    short.execute()
+    assert [c for c, _ in results(tmp_path / "b")] == ["c1", "c2", "c3"]
+    real, calls = runner.edit_request, []
+
+    def counted(r):
+        calls.append(r.case_id)
+        return real(r)
+    monkeypatch.setattr(runner, "edit_request", counted)
+    make_run(data, tmp_path / "b", mode="sequential", eval_every=2).execute()
+    assert calls == ["c4", "c5"]
     assert results(tmp_path / "b") == results(tmp_path / "a")
