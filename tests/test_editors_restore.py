@@ -1,5 +1,7 @@
 """Every locate-and-edit editor runs on tiny GPT-2, GPT-J and LLaMA models, touches only the FFN output weights
 of its layers, writes its optimised target value into the weights, and restores the model bit-exactly."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -7,7 +9,7 @@ from editors.adapters import adapter_for
 from editors.base import EditRequest, PreservedFact, parameter_digests
 from editors.locate.hooks import block_output, ffn_output
 from editors.locate.tokens import subject_last_token_positions
-from editors.locate.vstar import optimise_target_value
+from editors.locate.vstar import build_batch, optimise_target_value
 from editors.registry import make_editor
 from test_locate_helpers import trained_tiny
 
@@ -100,6 +102,47 @@ def test_vstar_loss_on_kept_logits_equals_full_sequence_nll(family):
                                make_editor("memit", "tiny", TINY).hparams.vstar(), site="block_output")
     expected = sum(nll(model, tok, c + REQ.prompt, REQ.target_new) for c in ["", *prefixes]) / 3
     assert tv.nll_init == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("family,site", [("gpt2", "ffn_output"), ("gptj", "block_output"), ("llama", "ffn_output")])
+def test_vstar_prefix_cache_gives_the_uncached_optimisation(family, site):
+    """The tokens before the subject are run once into a KV cache (rows left-padded to the longest prefix, position
+    ids explicit); every step then runs only the rest. Same init, losses and delta as full sequences, to float
+    rounding, and the cached batch is shorter."""
+    model, tok = trained_tiny(family)
+    ad = adapter_for(model)
+    prefixes = ["Once upon a time. ", "The weather today is", "A"]
+    hp = make_editor("memit", "tiny", {**TINY, "v_num_grad_steps": 6}).hparams
+    runs = {c: optimise_target_value(model, tok, ad, 1, REQ, prefixes,
+                                     dataclasses.replace(hp.vstar(), cache_prefixes=c, loss_threshold=0.0), site=site)
+            for c in (False, True)}
+    full, cached = runs[False], runs[True]
+    assert cached.nll_init == pytest.approx(full.nll_init, abs=1e-5)
+    assert cached.loss == pytest.approx(full.loss, rel=1e-4)
+    assert torch.allclose(cached.init, full.init, atol=1e-5)
+    assert float((cached.delta - full.delta).norm()) < 1e-4 * float(full.delta.norm()) + 1e-6
+    full_batch = build_batch(tok, REQ, prefixes, "{} is a", "cpu")
+    short = build_batch(tok, REQ, prefixes, "{} is a", "cpu", cache_model=model)
+    assert short.inputs["input_ids"].shape[1] < full_batch.inputs["input_ids"].shape[1]
+    assert short.cache is not None and len(short.cache) == model.config.num_hidden_layers
+
+
+def test_vstar_prefix_cache_with_a_custom_intervention():
+    """DiKE's path: a custom intervention at the subject positions sees the same values with the cache."""
+    model, tok = trained_tiny("llama")
+    ad = adapter_for(model)
+    W = 0.5 * torch.eye(model.config.hidden_size)
+
+    def intervention(delta, positions):
+        return block_output(model, ad, 1, positions, add=delta @ W.T)
+
+    cfg = make_editor("memit", "tiny", {**TINY, "v_num_grad_steps": 5}).hparams.vstar()
+    ref = torch.ones(model.config.hidden_size)
+    out = [optimise_target_value(model, tok, ad, 1, REQ, ["Hello. "], dataclasses.replace(cfg, cache_prefixes=c),
+                                 intervention=intervention, init=ref, step_map=lambda d: d @ W.T)
+           for c in (False, True)]
+    assert out[1].nll_init == pytest.approx(out[0].nll_init, abs=1e-5)
+    assert float((out[1].delta - out[0].delta).norm()) < 1e-4 * float(out[0].delta.norm()) + 1e-6
 
 
 def test_vstar_clamp_acts_on_the_mapped_step():
