@@ -79,7 +79,7 @@ class MemitEditor(LocateEditor):
 
         def layer_delta(i: int, layer: int, R: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
             C = stats[layer].to(device=K.device, dtype=torch.float64)
-            return memit_delta(R, K, C, hp.mom2_update_weight, keep[layer])
+            return memit_delta(R, K, C, hp.mom2_update_weight, keep[layer], self.stats_factor(stats[layer], K.device))
 
         spread_update(model, tok, adapter, layers, requests, prefixes, Z, timer, layer_delta)
         result.info.update(vstar_steps=[tv.steps for tv in tvs], vstar_nll=[(tv.nll_init, tv.nll) for tv in tvs])

@@ -1,7 +1,7 @@
 """The closed-form updates equal brute-force least-squares solves of their objectives (float64, 1e-8)."""
 import torch
 
-from editors.locate.solve import alphaedit_delta, memit_delta, nullspace_projector, rome_delta, rome_update
+from editors.locate.solve import alphaedit_delta, memit_delta, nullspace_projector, psd_factor, rome_delta, rome_update
 
 D_OUT, D_IN = 7, 9
 g = torch.Generator().manual_seed(0)
@@ -43,6 +43,17 @@ def test_memit_delta_equals_stacked_least_squares():
     brute_c = lstsq(torch.cat([K, lam ** 0.5 * K0, Kp], 1),
                     torch.cat([R, torch.zeros(D_OUT, 27, dtype=torch.float64)], 1))
     assert torch.allclose(memit_delta(R, K, C, lam, K_keep=Kp), brute_c, atol=1e-8, rtol=0)
+    # the factored path (a Cholesky factor of C, computed once per layer; no d_in³ solve per edit)
+    L = psd_factor(C)
+    assert L is not None
+    assert torch.allclose(memit_delta(R, K, C, lam, C_factor=L), brute, atol=1e-8, rtol=0)
+    assert torch.allclose(memit_delta(R, K, C, lam, K_keep=Kp, C_factor=L), brute_c, atol=1e-8, rtol=0)
+
+
+def test_psd_factor_refuses_a_singular_matrix():
+    K0 = rnd(D_IN, 3)  # rank 3 < D_IN
+    assert psd_factor(K0 @ K0.T) is None
+    assert psd_factor(K0 @ K0.T + torch.eye(D_IN, dtype=torch.float64)) is not None
 
 
 def preserved_setup(rank_kept=5):

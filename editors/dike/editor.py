@@ -128,7 +128,7 @@ class DikeEditor(LocateEditor):
         with timer("solve"):
             C = stats[layer].to(device=K.device, dtype=torch.float64)
             W3 = None if hp.no_fik else krd.krd.W3.weight.detach().to(K.device)
-            delta = dike_delta(R.to(K.device), K, C, hp.mom2_update_weight, W3)
+            delta = dike_delta(R.to(K.device), K, C, hp.mom2_update_weight, W3, self.stats_factor(stats[layer], K.device))
             self.add_delta(model, adapter, layer, delta)
         result.info.update(vstar_steps=steps, repr_layer=l_r, krd=None if krd is None else str(krd.directory),
                            residual_norms=[float(r.norm()) for r in residuals])

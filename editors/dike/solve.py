@@ -20,10 +20,11 @@ def fik_precondition(delta: torch.Tensor, W3: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(A, delta.to(torch.float64))
 
 
-def dike_delta(R: torch.Tensor, K: torch.Tensor, C: torch.Tensor, lam: float, W3: torch.Tensor | None) -> torch.Tensor:
+def dike_delta(R: torch.Tensor, K: torch.Tensor, C: torch.Tensor, lam: float, W3: torch.Tensor | None,
+               C_factor: torch.Tensor | None = None) -> torch.Tensor:
     """Δ for residuals R = V* − W K* (d_out, n) and keys K* (d_in, n), stacked column-wise.
 
-    W3=None is the w/o-FIK ablation: plain Δ_MEMIT.
+    W3=None is the w/o-FIK ablation: plain Δ_MEMIT. C_factor: psd_factor(C), as in memit_delta.
     """
-    delta = memit_delta(R, K, C, lam)
+    delta = memit_delta(R, K, C, lam, C_factor=C_factor)
     return delta if W3 is None else fik_precondition(delta, W3)

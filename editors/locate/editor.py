@@ -19,6 +19,7 @@ from editors.hparams import load_hparams
 from editors.locate.fingerprint import model_fingerprint
 from editors.locate.keys import preserved_keys
 from editors.locate.prefixes import prefix_groups
+from editors.locate.solve import psd_factor
 from editors.locate.stats import layer_second_moments
 from editors.locate.vstar import VStarConfig
 
@@ -77,6 +78,7 @@ class LocateEditor:
     def __init__(self, hparams: Any | None = None):
         self.hparams = hparams if hparams is not None else self.Hparams()
         self._stats: dict[tuple, torch.Tensor] = {}  # (fingerprint, layer) -> C, this instance's memo
+        self._factors: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}  # (id(C), device) -> (C, L)
 
     @classmethod
     def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None) -> "LocateEditor":
@@ -105,6 +107,15 @@ class LocateEditor:
                                          quiet=hp.quiet or getattr(self, "quiet", False))
             self._stats.update({(fp, l): C for l, C in found.items()})
         return {l: self._stats[(fp, l)] for l in layers}
+
+    def stats_factor(self, C: torch.Tensor, device: Any) -> torch.Tensor | None:
+        """psd_factor(C) on `device`, once per statistics matrix: MEMIT-style solves then need no d_in³ step."""
+        key = (id(C), str(device))
+        hit = self._factors.get(key)
+        if hit is None or hit[0] is not C:
+            hit = (C, psd_factor(C.to(device)))
+            self._factors[key] = hit
+        return hit[1]
 
     def prefixes(self, model: Any, tok: Any) -> list[str]:
         return prefix_groups(model, tok, self.hparams.context_prefixes, self.hparams.prefix_seed)

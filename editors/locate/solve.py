@@ -33,15 +33,31 @@ def rome_update(W: torch.Tensor, C: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return W.to(torch.float64) + rome_delta(W, C, k, v)
 
 
+def psd_factor(C: torch.Tensor) -> torch.Tensor | None:
+    """The Cholesky factor of C in float64, or None where C is not numerically positive definite."""
+    L, info = torch.linalg.cholesky_ex(C.to(torch.float64))
+    return L if int(info) == 0 else None
+
+
 def memit_delta(R: torch.Tensor, K: torch.Tensor, C: torch.Tensor, lam: float,
-                K_keep: torch.Tensor | None = None) -> torch.Tensor:
+                K_keep: torch.Tensor | None = None, C_factor: torch.Tensor | None = None) -> torch.Tensor:
     """Δ = R Kᵀ (λC + K Kᵀ + K_keep K_keepᵀ)⁻¹: least squares of Δ K ≈ R with λ‖Δ K0‖² (K0 K0ᵀ = C)
-    and, for MEMIT-C, ‖Δ K_keep‖² keeping the preserved keys' outputs unchanged."""
+    and, for MEMIT-C, ‖Δ K_keep‖² keeping the preserved keys' outputs unchanged.
+
+    With C_factor (psd_factor(C), computed once per layer) no d_in³ solve is needed: for U = [K, K_keep] and
+    G = (λC)⁻¹U, (λC + UUᵀ) G = U (I + UᵀG), so (λC + UUᵀ)⁻¹ K is the first columns of G (I + UᵀG)⁻¹."""
     R, K, C, K_keep = _f64(_cols(R), _cols(K), C, K_keep)
-    A = lam * C + K @ K.T
-    if K_keep is not None and K_keep.numel():
-        A = A + K_keep @ K_keep.T
-    return torch.linalg.solve(A, K @ R.T).T  # A is symmetric
+    keep = K_keep is not None and K_keep.numel() > 0
+    if C_factor is None:
+        A = lam * C + K @ K.T
+        if keep:
+            A = A + K_keep @ K_keep.T
+        return torch.linalg.solve(A, K @ R.T).T  # A is symmetric
+    U = torch.cat([K, K_keep], dim=1) if keep else K
+    G = torch.cholesky_solve(U, C_factor.to(torch.float64)) / lam
+    S = torch.eye(U.shape[1], dtype=torch.float64, device=U.device) + U.T @ G
+    AinvK = torch.linalg.solve(S.T, G.T).T[:, :K.shape[1]]
+    return R @ AinvK.T
 
 
 def nullspace_projector(C: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -56,10 +72,11 @@ def alphaedit_delta(R: torch.Tensor, K: torch.Tensor, P: torch.Tensor, K_prev: t
     """Δ = R Kᵀ P (K Kᵀ P + K_p K_pᵀ P + L2·I)⁻¹, the null-space-projected update.
 
     It minimises ‖Δ K − R‖² + ‖Δ K_p‖² + L2‖Δ‖² over Δ = Δ' P, so Δ K0 = 0 for keys in P's null space.
+    With V = [K, K_p] and U = P V, (P V Vᵀ + L2·I) U = U (L2·I + VᵀU), so only an (n, n) system is solved: the
+    update is R ((U (L2·I + VᵀU)⁻¹) restricted to K's columns)ᵀ, no d_in³ solve.
     """
     R, K, P, K_prev = _f64(_cols(R), _cols(K), P, K_prev)
-    A = K @ K.T
-    if K_prev is not None and K_prev.numel():
-        A = A + K_prev @ K_prev.T
-    eye = torch.eye(P.shape[0], dtype=torch.float64, device=P.device)
-    return torch.linalg.solve(P @ A + l2 * eye, P @ K @ R.T).T
+    V = torch.cat([K, K_prev], dim=1) if K_prev is not None and K_prev.numel() else K
+    U = P @ V
+    T = l2 * torch.eye(V.shape[1], dtype=torch.float64, device=V.device) + V.T @ U
+    return R @ torch.linalg.solve(T.T, U.T)[:K.shape[1]]
