@@ -52,7 +52,7 @@ def evaluate(model, tok, rec) -> dict[str, bool]:
 def floor_seconds(model, tok, req, prefixes, layer: int, site: str, n_fwd: int, n_bwd: int) -> float:
     """Time of n_fwd forward and n_bwd backward passes on req's v* batch with a bare leaf hook."""
     adapter = adapter_for(model)
-    batch = build_batch(tok, req, prefixes, "{} is a", "cpu", cache_model=model)  # as v* does (prefix KV cache)
+    batch = build_batch(tok, req, prefixes, "{} is a", "cpu", cache_model=model)  # as v* does on CPU (prefix KV cache)
     path = adapter.ffn_out_module_name(layer) if site == "ffn_output" else adapter.block_path(layer)
     delta = torch.zeros(model.config.hidden_size, requires_grad=True)
     rows, cols = torch.arange(len(batch.subject_positions)), torch.tensor(batch.subject_positions)
