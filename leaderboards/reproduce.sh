@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the committed leaderboards exactly (same build, KRDs, seeds, limits and hparams).
-# Usage: bash leaderboards/reproduce.sh      (from the repository root, after `make setup`; ~6 CPU-hours at the
-# defaults, about 1,500 v* optimisations of ~15 s each; the DiKE experiment's defaults are N=100 NA=100 NCTL=30)
+# Usage: bash leaderboards/reproduce.sh      (from the repository root, after `make setup`; ~5 CPU-hours at the
+# defaults, about 1,500 v* optimisations of ~12 s each; the DiKE experiment's defaults are N=100 NA=100 NCTL=30)
 # Runs resume: a larger N / CF_N extends the committed runs in place instead of starting over.
 set -euo pipefail
 source .venv/bin/activate
