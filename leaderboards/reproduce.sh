@@ -7,7 +7,8 @@ set -euo pipefail
 source .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 N=${N:-50}       # FINE-KED edits per editor, each scored on easy, middle and hard (--split all)
-NC=${NC:-10}     # FINE-KED edits for rome_c and memit_c
+NC=${NC:-50}     # FINE-KED edits for rome_c and memit_c
+N_ROME=${N_ROME:-167}  # rome's run to 300 was stopped at 167 edits (2026-11-27); the committed row holds those
 CF_N=${CF_N:-200} # CounterFact cases for rome, memit and alphaedit (all 200; unedited and ft run all 200 too)
 CF_D=${CF_D:-10} # CounterFact cases for dike
 DATA=out/fineked
@@ -22,7 +23,9 @@ run() {  # run OUT EDITOR [extra...]
   fineked run --editor "$editor" --model smollm2-135m "$@" --out "$out" --threads 1 --quiet
 }
 for editor in unedited ft rome memit alphaedit; do
-  run "$RUNS/fineked/all/$editor" "$editor" --dataset "$DATA" --split all --limit "$N"
+  limit=$N
+  [ "$editor" = rome ] && [ "$N_ROME" -gt "$N" ] && limit=$N_ROME
+  run "$RUNS/fineked/all/$editor" "$editor" --dataset "$DATA" --split all --limit "$limit"
 done
 for editor in rome_c memit_c; do
   run "$RUNS/fineked/all/$editor" "$editor" --dataset "$DATA" --split all --limit "$NC"
