@@ -139,22 +139,16 @@ def _suffix_batch(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: 
     suffix_ids = torch.zeros(rows, S, dtype=ids.dtype)
     suffix_mask = torch.zeros(rows, S, dtype=mask.dtype)
     prefix_mask = torch.zeros(rows, P, dtype=mask.dtype)
+    suffix_tmask = torch.zeros(n, S - 1)  # the logit at suffix column k of row i is column p_i + k of the full row
     for i, (length, p) in enumerate(zip(lengths, positions)):
         suffix_ids[i, :length - p] = ids[i, p:length]
         suffix_mask[i, :length - p] = 1
         prefix_mask[i, P - p:] = 1
+        if i < n:
+            width = min(S - 1, tmask.shape[1] - p)
+            suffix_tmask[i, :width] = tmask[i, p:p + width]
     position_ids = torch.tensor(positions)[:, None] + torch.arange(S)[None, :]
-    # Loss columns: the logit at suffix column k of row i is the one at column p_i + k of the full row.
-    need = [(i, c - positions[i]) for i, c in tmask.nonzero().tolist()] + [(n, kl_position - positions[n])]
-    keep = sorted({k for _, k in need})
-    cols = torch.tensor(keep)
-    target_mask = torch.zeros(n, len(keep))
-    target_ids = torch.zeros(n, len(keep), dtype=ids.dtype)
-    for j, k in enumerate(keep):
-        for i in range(n):
-            c = positions[i] + k
-            if c < tmask.shape[1] and tmask[i, c]:
-                target_mask[i, j], target_ids[i, j] = 1.0, ids[i, c + 1]
+    cols, target_mask, target_ids, kl_index = _keep_columns(suffix_tmask, suffix_ids, kl_position - positions[n], n)
     cache = None
     if P:
         per_row = []
@@ -178,7 +172,7 @@ def _suffix_batch(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: 
               "attention_mask": torch.cat([prefix_mask, suffix_mask], 1).to(device)}
     return VStarBatch(inputs=inputs, subject_positions=[0] * rows, logit_positions=cols.to(device),
                       target_mask=target_mask.to(device), target_ids=target_ids.to(device), n_rewrite=n,
-                      kl_index=keep.index(kl_position - positions[n]), cache=cache)
+                      kl_index=kl_index, cache=cache)
 
 
 def site_intervention(model: Any, adapter: ModelAdapter, layer: int, site: str) -> Callable[..., ContextManager]:
