@@ -14,38 +14,42 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import torch
 
 from editors.base import EditRequest
+from editors.models import prepare
 from editors.registry import make_editor
-from editors.tiny import tiny_tokenizer
+from editors.tiny import TOKENIZER_STYLE, tiny_model_and_tokenizer, tiny_tokenizer
 
-# shape -> (model_type, config, hparams key, tiny tokenizer style)
+# shape -> (model_type, config, hparams key); the tiny shapes are editors.models' unit-test models (no hparams YAML)
 SHAPES = {
-    "gpt2-xl": ("gpt2", dict(n_layer=48, n_embd=1600, n_head=25, n_positions=1024, vocab_size=50257), "gpt2-xl", "gpt2"),
+    "gpt2-xl": ("gpt2", dict(n_layer=48, n_embd=1600, n_head=25, n_positions=1024, vocab_size=50257), "gpt2-xl"),
     "llama3-8b": ("llama", dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336,
                                 num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
-                                rope_theta=500000.0, rms_norm_eps=1e-5, vocab_size=128256), "llama3-8b", "llama"),
-    "tiny": ("gpt2", dict(n_layer=4, n_embd=64, n_head=4, n_positions=256, vocab_size=400), "tiny", "gpt2"),
-    "tiny-llama": ("llama", dict(num_hidden_layers=4, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                                 num_key_value_heads=2, max_position_embeddings=256, vocab_size=400), "tiny", "llama"),
+                                rope_theta=500000.0, rms_norm_eps=1e-5, vocab_size=128256), "llama3-8b"),
 }
+TINY = {"tiny": "gpt2", "tiny-llama": "llama"}
 SUBJECTS = ["France", "Germany", "Italy", "Japan", "Spain", "Canada", "England", "Danielle Darrieux"]
 PROMPTS = ["The capital of {} is", "The official language of {} is", "{} is located in the continent of"]
 TARGETS = ["Tokyo", "Berlin", "Asia", "English", "Rome", "Madrid"]
 
 
-def build_model(shape: str, tok, device: str, dtype: torch.dtype):
+def build_model(shape: str, device: str, dtype: torch.dtype) -> tuple[Any, Any, str]:
+    """(model, tokenizer, hparams key) for `shape`, built on `device` in `dtype`."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    model_type, cfg, _, _ = SHAPES[shape]
-    cfg = AutoConfig.for_model(model_type, **cfg, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                               pad_token_id=tok.pad_token_id)
+    if shape in TINY:
+        model, tok = tiny_model_and_tokenizer(TINY[shape])
+        return model.to(device=device, dtype=dtype), tok, "tiny"
+    model_type, cfg, key = SHAPES[shape]
+    tok = tiny_tokenizer(TOKENIZER_STYLE[model_type])
+    config = AutoConfig.for_model(model_type, **cfg, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-    return model.eval().requires_grad_(False)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return prepare(model, tok)[0], tok, key
 
 
 def requests(n: int) -> list[EditRequest]:
@@ -64,7 +68,7 @@ def sync(device: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shape", default="gpt2-xl", choices=list(SHAPES))
+    ap.add_argument("--shape", default="gpt2-xl", choices=[*SHAPES, *TINY])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--editors", default="rome,memit")
@@ -73,11 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype)
     t0 = time.perf_counter()
-    _, _, key, style = SHAPES[args.shape]
-    tok = tiny_tokenizer(style)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model = build_model(args.shape, tok, args.device, dtype)
+    model, tok, key = build_model(args.shape, args.device, dtype)
     print(f"model: {args.shape} shape ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
           f"params, {args.dtype}) on {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
