@@ -100,7 +100,12 @@ def _rows(source: str | Path, config: str, split: str) -> list[dict]:
         raise FileNotFoundError(f"{source} does not exist; pass a built folder or a hub id ORG/NAME")
     from datasets import load_dataset
 
-    return load_dataset(str(source), config, split=split).to_list()
+    try:
+        return load_dataset(str(source), config, split=split).to_list()
+    except (ConnectionError, OSError, ValueError) as exc:  # offline, unknown repo, no such config or split
+        raise FileNotFoundError(f"{source} is neither a folder here nor a FINE-KED dataset the Hub could provide "
+                                f"({exc.__class__.__name__}); run `fineked build --out {source}` or pass a reachable "
+                                f"hub id") from None
 
 
 ALL_LEVELS = "all"

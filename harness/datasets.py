@@ -46,7 +46,9 @@ def load_dataset(spec: str, split: str | None = None) -> Dataset:
         records = tuple(_loader("fineked.counterfact", "load_counterfact")(path, None))
         name = "counterfact" if path is None else f"counterfact-{Path(path).stem}"
         return Dataset(name, spec, None, records, fingerprint(records))
-    if spec.endswith(".jsonl") and Path(spec).is_file():
+    if spec.endswith(".jsonl") and not Path(spec).is_file():
+        raise UserError(f"{spec} does not exist; pass an existing .jsonl of records, counterfact, or a FINE-KED folder")
+    if spec.endswith(".jsonl"):
         lines = [ln for ln in Path(spec).read_text().splitlines() if ln.strip()]
         records = tuple(record_from_dict(json.loads(ln)) for ln in lines)
         return Dataset(Path(spec).stem, spec, None, records, fingerprint(records))

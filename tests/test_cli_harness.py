@@ -47,6 +47,9 @@ def test_unknown_model_and_bad_split_are_one_line(tmp_path, capsys):
     assert main(["run", "--editor", "ft", "--dataset", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--split" in err
+    assert main(["run", "--editor", "ft", "--model", "tiny:gpt2", "--dataset", str(tmp_path / "gone.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "gone.jsonl does not exist" in err
 
 
 def test_changed_hparams_into_same_dir_refuses_in_one_line(tmp_path, capsys):

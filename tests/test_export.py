@@ -43,6 +43,13 @@ def test_unknown_split_and_missing_folder_fail_clearly(small_build, tmp_path):
         load_fineked(tmp_path, "easy")
 
 
+def test_a_hub_id_the_hub_cannot_provide_is_a_one_line_error(monkeypatch):
+    """A missing `out/name` reads like a hub id ORG/NAME; offline (the tests' setting) the Hub cannot answer."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"neither a folder here nor .*fineked build --out out/no-such-build"):
+        load_fineked("out/no-such-build", "easy")
+
+
 def test_all_levels_split_is_the_cases_with_facts_at_every_level(small_build):
     res = small_build["result"]
     want = [record_from_dict(r) for r in res.eval_records
