@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         records = load_dataset(args.data, args.split).records
-    except UserError as e:
+    except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     fit = [r for r in records if len(r.constraint_facts) >= args.batch - 1]
