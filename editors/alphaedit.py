@@ -100,7 +100,7 @@ class AlphaEditEditor(LocateEditor):
         hp = self.hparams
         with timer("stats"):
             P = {l: self.projector(model, l, stats[l]) for l in layers}
-        Z, tvs = target_residuals(model, tok, adapter, layers[-1], requests, prefixes, hp, timer)
+        Z, tvs = target_residuals(model, tok, adapter, layers[-1], requests, prefixes, hp, timer, self.vstar_cache)
         new_keys: dict[int, torch.Tensor] = {}
 
         def layer_delta(i: int, layer: int, R: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

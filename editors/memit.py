@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -17,7 +18,8 @@ from editors.base import EditRequest, EditResult
 from editors.locate.editor import LocateEditor, LocateHparams, Timer
 from editors.locate.keys import block_outputs_at_subject, compute_keys
 from editors.locate.solve import memit_delta
-from editors.locate.vstar import TargetValue, optimise_target_value
+from editors.locate.vstar import TargetValue
+from editors.locate.vstar_cache import target_value, weights_digest
 
 
 @dataclass
@@ -34,10 +36,12 @@ def default_range(n_layers: int, adapter: ModelAdapter, span: int) -> list[int]:
 
 
 def target_residuals(model: Any, tok: Any, adapter: ModelAdapter, z_layer: int, requests: Sequence[EditRequest],
-                     prefixes: list[str], hp: LocateHparams, timer: Timer) -> tuple[torch.Tensor, list[TargetValue]]:
-    """(d, n) target residuals z_i at the last subject token after block z_layer."""
+                     prefixes: list[str], hp: LocateHparams, timer: Timer,
+                     cache: Path | None = None) -> tuple[torch.Tensor, list[TargetValue]]:
+    """(d, n) target residuals z_i at the last subject token after block z_layer (through the v* memo `cache`)."""
     with timer("vstar"):
-        tvs = [optimise_target_value(model, tok, adapter, z_layer, r, prefixes, hp.vstar(), site="block_output")
+        digest = weights_digest(model) if cache is not None else None  # every z_i is optimised on this model
+        tvs = [target_value(model, tok, adapter, z_layer, r, prefixes, hp.vstar(), "block_output", cache, digest)
                for r in requests]
     return torch.stack([tv.target for tv in tvs], dim=1), tvs
 
@@ -71,7 +75,7 @@ class MemitEditor(LocateEditor):
     def edit(self, model: Any, tok: Any, adapter: ModelAdapter, layers: list[int], requests: Sequence[EditRequest],
              prefixes: list[str], stats: dict[int, torch.Tensor], result: EditResult, timer: Timer) -> None:
         hp = self.hparams
-        Z, tvs = target_residuals(model, tok, adapter, layers[-1], requests, prefixes, hp, timer)
+        Z, tvs = target_residuals(model, tok, adapter, layers[-1], requests, prefixes, hp, timer, self.vstar_cache)
         keep: dict[int, torch.Tensor | None] = {}
         with timer("keys"):  # preserved keys from the unedited model, as C is
             for layer in layers:

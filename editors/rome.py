@@ -18,7 +18,7 @@ from editors.base import EditRequest, EditResult
 from editors.locate.editor import LocateEditor, LocateHparams, Timer
 from editors.locate.keys import compute_keys
 from editors.locate.solve import rome_delta
-from editors.locate.vstar import optimise_target_value
+from editors.locate.vstar_cache import target_value
 
 
 @dataclass
@@ -41,7 +41,7 @@ class RomeEditor(LocateEditor):
                 k = compute_keys(model, tok, adapter, layer, [req], prefixes)[0]
                 K_keep = self.keep_keys(model, tok, adapter, layer, [req], prefixes)
             with timer("vstar"):
-                tv = optimise_target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), site="ffn_output")
+                tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "ffn_output", self.vstar_cache)
             with timer("solve"):
                 W = adapter.weight_as_out_in(adapter.ffn_out_weight(model, layer)).to(torch.float64)
                 k64 = k.to(W)

@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(dataset.name, key, name, args.mode, args.batch_size)
     command = " ".join(shlex.quote(a) for a in ["fineked", *(getattr(args, "argv", None) or sys.argv[1:])])
     run = Run(cfg, dataset, model, tok, out, key, limit=args.limit, quiet=args.quiet,
-              check_restore=args.check_restore, command=command)
+              check_restore=args.check_restore, command=command, vstar_cache=args.vstar_cache)
     summary = run.execute()
     if not args.quiet:
         from harness.metrics import METRIC_BY_NAME
@@ -106,6 +106,9 @@ def add_parsers(sub: Any) -> None:
                    help="greedy tokens generated from each subject for the fluency metric (0: off)")
     p.add_argument("--score-batch-size", type=int, default=32, help="(prompt, target) pairs per forward pass")
     p.add_argument("--check-restore", action="store_true", help="verify bit-exact restores by tensor hashes")
+    p.add_argument("--vstar-cache", type=Path, metavar="DIR",
+                   help="reuse v* optimisations across runs (rome, memit, alphaedit, their -C variants, "
+                        "dike[no_tke]); keyed by the exact weights, request and settings, so results are unchanged")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_run)

@@ -249,9 +249,12 @@ class Run:
     check_restore: bool = False
     command: str = ""
     pre_edit_cache: bool = True
+    vstar_cache: Path | None = None  # v* memo folder, for editors that have one (editors.locate.vstar_cache)
 
     def __post_init__(self) -> None:
         self.editor = make_editor(self.config.editor, self.model_key, self.config.overrides)
+        if self.vstar_cache is not None and hasattr(self.editor, "vstar_cache"):
+            self.editor.vstar_cache = Path(self.vstar_cache)
         self.editor_name = display_name(self.editor)
         self.hp_hash = hparams_hash(self.editor.hparams)
         self.companions: dict[str, list[tuple[str, EditRequest]]] = {}  # first case id of a batch -> its fillers

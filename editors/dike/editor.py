@@ -29,6 +29,7 @@ from editors.locate.fingerprint import model_fingerprint
 from editors.locate.hooks import block_output
 from editors.locate.keys import compute_keys
 from editors.locate.vstar import optimise_target_value
+from editors.locate.vstar_cache import target_value
 from editors.memit import MemitHparams
 
 
@@ -114,8 +115,8 @@ class DikeEditor(LocateEditor):
         for req in requests:
             with timer("vstar"):
                 if hp.no_tke:  # w/o TKE: MEMIT's v* on the entangled h_s
-                    tv = optimise_target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(),
-                                               site="block_output")
+                    tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "block_output",
+                                      self.vstar_cache)
                     residuals.append(tv.delta)
                 else:
                     residual, tv = self.related_component_residual(model, tok, adapter, layer, l_r, krd.krd, req,

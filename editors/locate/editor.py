@@ -9,6 +9,7 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
@@ -74,6 +75,7 @@ class LocateEditor:
     name: ClassVar[str] = ""
     Hparams: ClassVar[type] = LocateHparams
     uses_preserved: ClassVar[bool] = False  # the -C variants add EditRequest.preserve as constraints
+    vstar_cache: Path | None = None  # folder of the v* memo (editors.locate.vstar_cache); a runner sets it
 
     def __init__(self, hparams: Any | None = None):
         self.hparams = hparams if hparams is not None else self.Hparams()

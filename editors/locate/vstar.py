@@ -38,6 +38,9 @@ class VStarConfig:
     # the time per edit; on an H100 (GPT2-XL shape) each small step is launch-bound and it was ~10% slower.
     cache_prefixes: bool | None = None
 
+    def uses_prefix_cache(self, device: Any) -> bool:
+        return self.cache_prefixes if self.cache_prefixes is not None else torch.device(device).type == "cpu"
+
 
 @dataclass
 class TargetValue:
@@ -207,8 +210,7 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
     """
     device = next(model.parameters()).device
     moved = step_map or (lambda d: d)  # what the clamp and decay measure
-    cache = cfg.cache_prefixes if cfg.cache_prefixes is not None else torch.device(device).type == "cpu"
-    batch = build_batch(tok, request, prefixes, cfg.kl_prompt, device, model if cache else None)
+    batch = build_batch(tok, request, prefixes, cfg.kl_prompt, device, model if cfg.uses_prefix_cache(device) else None)
     custom = intervention is not None
     if custom and init is None:
         raise ValueError("a custom intervention needs `init`, the vector the norm clamp is relative to")
