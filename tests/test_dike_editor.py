@@ -100,3 +100,43 @@ def test_unknown_clamp_on_is_refused_when_the_hparams_are_built():
     with pytest.raises(HparamsError, match="clamp_on must be 'z_r' or 'h_s'"):
         make_editor("dike", "tiny", {"clamp_on": "W5"})
     assert make_editor("dike", "tiny", {"clamp_on": "h_s"}).hparams.clamp_on == "h_s"
+
+
+def test_dike_and_no_fik_share_the_vstar_memo_and_another_krd_misses(tiny, tmp_path, monkeypatch):
+    import copy
+
+    from editors.locate import vstar_cache
+
+    model, tok, ad, path = tiny
+    memo = tmp_path / "vstar"
+
+    def changes(spec, krd_path, cache=None):
+        ed = make_editor(spec, "tiny", {**FAST, "krd_path": str(krd_path)})
+        ed.vstar_cache = cache
+        result = ed.apply(model, tok, REQUESTS)
+        w = ad.ffn_out_weight(model, LAYER).detach().clone()
+        result.restore(model)
+        return w - ad.ffn_out_weight(model, LAYER).detach()
+
+    fresh = {spec: changes(spec, path) for spec in ("dike", "dike[no_fik]")}
+    assert torch.equal(changes("dike", path, memo), fresh["dike"])
+    assert len(list(memo.rglob("*.pt"))) == 2  # one z_r optimisation per request
+    real = vstar_cache.optimise_target_value
+
+    def refuse(*a, **k):
+        raise AssertionError("optimised again although the memo holds this v*")
+    monkeypatch.setattr(vstar_cache, "optimise_target_value", refuse)
+    monkeypatch.setattr("editors.dike.editor.optimise_target_value", refuse)
+    assert torch.equal(changes("dike[no_fik]", path, memo), fresh["dike[no_fik]"])
+    assert not torch.equal(fresh["dike[no_fik]"], fresh["dike"])
+
+    # a KRD with one changed weight is another problem: optimised afresh, into new entries
+    monkeypatch.setattr("editors.dike.editor.optimise_target_value", real)
+    krd = copy.deepcopy(make_editor("dike", "tiny", {**FAST, "krd_path": str(path)}).load_krd(model, LAYER, REPR).krd)
+    with torch.no_grad():
+        krd.W3.weight.view(-1)[0] += 1e-2
+    other = tmp_path / "krd-other"
+    save_krd(other, krd, {"model_fingerprint": model_fingerprint(model), "layer": LAYER, "repr_layer": REPR})
+    plain = changes("dike", other)
+    assert torch.equal(changes("dike", other, memo), plain)
+    assert len(list(memo.rglob("*.pt"))) == 4

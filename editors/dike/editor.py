@@ -29,7 +29,7 @@ from editors.locate.fingerprint import model_fingerprint
 from editors.locate.hooks import block_output
 from editors.locate.keys import compute_keys
 from editors.locate.vstar import optimise_target_value
-from editors.locate.vstar_cache import target_value
+from editors.locate.vstar_cache import target_value, weights_digest
 from editors.memit import MemitHparams
 
 
@@ -156,7 +156,16 @@ class DikeEditor(LocateEditor):
             init, step_map = h_s, (lambda delta: delta @ krd.W5.weight.T)  # W5 without its bias
         else:
             init, step_map = z_r, None
-        tv = optimise_target_value(model, tok, adapter, layer, req, prefixes, self.hparams.vstar(),
-                                   intervention=intervention, init=init, step_map=step_map)
+        hp = self.hparams
+
+        def optimise() -> Any:
+            return optimise_target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(),
+                                         intervention=intervention, init=init, step_map=step_map)
+        # the memo's key must name what the intervention reads: dike and dike[no_fik] (same KRD) share entries
+        variant = None if self.vstar_cache is None else {
+            "krd": weights_digest(krd), "repr_layer": l_r, "clamp_on": hp.clamp_on,
+            "keep_recon_residual": hp.keep_recon_residual}
+        tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "dike:z_r", self.vstar_cache,
+                          optimise=optimise, variant=variant)
         with torch.no_grad():
             return shift(tv.delta.to(device)).float().cpu(), tv

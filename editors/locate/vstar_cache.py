@@ -9,8 +9,9 @@ where a fresh optimisation would return the same numbers:
   - the layer, the site, the VStarConfig and whether the prefix KV cache is used,
   - the request's prompt, subject and new object, and the context prefixes,
   - the tokenizer, the device type and the torch / transformers versions (their numerics differ slightly).
-Hashing the weights costs about 0.6 s for SmolLM2-135M on one CPU core (about a tenth of one optimisation), so the
-memo is opt-in: `fineked run --vstar-cache DIR`.
+DiKE's optimisation on z_r is memoised the same way with the KRD's digest in the key, so dike and dike[no_fik]
+(same KRD, same v*, another solve) share it. Hashing the weights costs about 0.6 s for SmolLM2-135M on one CPU
+core (under a tenth of one optimisation), so the memo is opt-in: `fineked run --vstar-cache DIR`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -36,13 +37,14 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def vstar_key(digest: str, tok: Any, layer: int, site: str, cfg: VStarConfig, device: Any, request: EditRequest,
-              prefixes: Sequence[str]) -> str:
+              prefixes: Sequence[str], variant: Any = None) -> str:
     import transformers
 
     payload = {"weights": digest, "tokenizer": [getattr(tok, "name_or_path", ""), len(tok)], "layer": layer,
                "site": site, "config": asdict(cfg), "prefix_cache": cfg.uses_prefix_cache(device),
                "device": torch.device(device).type, "request": [request.prompt, request.subject, request.target_new],
-               "prefixes": list(prefixes), "versions": [torch.__version__, transformers.__version__]}
+               "prefixes": list(prefixes), "versions": [torch.__version__, transformers.__version__],
+               "variant": variant}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -65,17 +67,23 @@ def _load(path: Path, device: Any) -> TargetValue | None:
 
 def target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: int, request: EditRequest,
                  prefixes: Sequence[str], cfg: VStarConfig, site: str, cache: Path | None,
-                 digest: str | None = None) -> TargetValue:
-    """optimise_target_value with the default intervention, through the memo in `cache` (None: no memo).
-    `digest` is weights_digest(model) when the caller already has it (MEMIT: one per batch)."""
+                 digest: str | None = None, optimise: Callable[[], TargetValue] | None = None,
+                 variant: Any = None) -> TargetValue:
+    """optimise_target_value at `site`, through the memo in `cache` (None: no memo). `digest` is
+    weights_digest(model) when the caller already has it (MEMIT: one per batch). `optimise()` replaces the default
+    optimisation (DiKE's intervention on z_r); `variant`, JSON-able, then names all it reads beyond the key's
+    fields (DiKE: the KRD's digest and settings), and `site` names the intervention."""
+    def fresh() -> TargetValue:
+        return optimise() if optimise else optimise_target_value(model, tok, adapter, layer, request, prefixes,
+                                                                 cfg, site=site)
     if cache is None:
-        return optimise_target_value(model, tok, adapter, layer, request, prefixes, cfg, site=site)
+        return fresh()
     device = next(model.parameters()).device
-    key = vstar_key(digest or weights_digest(model), tok, layer, site, cfg, device, request, prefixes)
+    key = vstar_key(digest or weights_digest(model), tok, layer, site, cfg, device, request, prefixes, variant)
     path = Path(cache) / key[:2] / f"{key}.pt"
     hit = _load(path, device) if path.exists() else None
     if hit is not None:
         return hit
-    tv = optimise_target_value(model, tok, adapter, layer, request, prefixes, cfg, site=site)
+    tv = fresh()
     _save(path, tv)
     return tv
