@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Reproduces the committed leaderboards exactly (same build, KRDs, seeds, limits and hparams).
-# Usage: bash leaderboards/reproduce.sh      (from the repository root, after `make setup`; ~5 CPU-hours at the
-# defaults, about 1,500 v* optimisations of ~12 s each; the DiKE experiment's defaults are N=100 NA=100 NCTL=30)
+# Usage: bash leaderboards/reproduce.sh      (from the repository root, after `make setup`; ~12 CPU-hours from
+# scratch at the defaults, about 3,500 v* optimisations of ~8-10 s each; the DiKE experiment's defaults are
+# N=100 ND=300 NA=300 NCTL=30). `--vstar-cache` lets MEMIT-C and AlphaEdit reuse MEMIT's z, and ROME-C ROME's v*.
 # Runs resume: a larger N / CF_N extends the committed runs in place instead of starting over.
 set -euo pipefail
 source .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-N=${N:-50}       # FINE-KED edits per editor, each scored on easy, middle and hard (--split all)
-NC=${NC:-50}     # FINE-KED edits for rome_c and memit_c
-N_ROME=${N_ROME:-167}  # rome's run to 300 was stopped at 167 edits (2026-11-27); the committed row holds those
+N=${N:-300}      # FINE-KED edits per editor, each scored on easy, middle and hard (--split all)
 CF_N=${CF_N:-200} # CounterFact cases for rome, memit and alphaedit (all 200; unedited and ft run all 200 too)
 CF_D=${CF_D:-10} # CounterFact cases for dike
 DATA=out/fineked
 RUNS=leaderboards/runs
+VC=(--vstar-cache out/vstar-cache)  # results are the same with or without it
 
 [ -f "$DATA/README.md" ] || fineked build --out "$DATA" --quiet
 # DiKE and its four ablations (and the KRDs they need) come from the DiKE-vs-MEMIT experiment; its runs are reused.
@@ -22,13 +22,15 @@ run() {  # run OUT EDITOR [extra...]
   local out=$1 editor=$2; shift 2
   fineked run --editor "$editor" --model smollm2-135m "$@" --out "$out" --threads 1 --quiet
 }
-for editor in unedited ft rome memit alphaedit; do
-  limit=$N
-  [ "$editor" = rome ] && [ "$N_ROME" -gt "$N" ] && limit=$N_ROME
-  run "$RUNS/fineked/all/$editor" "$editor" --dataset "$DATA" --split all --limit "$limit"
-done
-for editor in rome_c memit_c; do
-  run "$RUNS/fineked/all/$editor" "$editor" --dataset "$DATA" --split all --limit "$NC"
+fk() {  # fk EDITOR [extra...]: a FINE-KED run (flags after --quiet, as the committed manifests record them)
+  local editor=$1; shift
+  fineked run --editor "$editor" --model smollm2-135m --dataset "$DATA" --split all --limit "$N" \
+    --out "$RUNS/fineked/all/$editor" --threads 1 --quiet "$@"
+}
+fk unedited
+fk ft
+for editor in rome rome_c memit alphaedit memit_c; do  # each -C variant and AlphaEdit after the run whose v* it reuses
+  fk "$editor" "${VC[@]}"
 done
 run "$RUNS/counterfact/unedited" unedited --dataset counterfact
 run "$RUNS/counterfact/ft" ft --dataset counterfact
