@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # DiKE against MEMIT on the same FINE-KED edits (issue 5): same layer l = 7, keys, statistics C and λ.
 # Every edit is scored on all three levels at once (--split all: the cases with facts at every level).
-# Usage (repository root, after `make setup`): N=100 ND=300 NA=300 bash experiments/dike_vs_memit.sh
+# Usage (repository root, after `make setup`): N=300 NA=300 bash experiments/dike_vs_memit.sh
 set -euo pipefail
 source .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-N=${N:-100}    # edits for memit (l = 7)
-ND=${ND:-300}  # edits for dike
+N=${N:-300}    # edits for memit (l = 7) and dike
 NA=${NA:-300}  # edits for each ablation (the same cases as dike)
 NCTL=${NCTL:-30}  # edits for each MEMIT λ control (the first NCTL of the same cases)
 DATA=out/fineked
 OUT=experiments/dike_vs_memit
-VC=(--vstar-cache out/vstar-cache)  # dike and dike[no_fik] (same KRD) share each z_r optimisation
+# v* memo: dike and dike[no_fik] (same KRD) share each z_r optimisation, memit_l7 and dike[no_tke] each z
+VC=(--vstar-cache out/vstar-cache)
 KRD_ARGS=(--model smollm2-135m --data "$DATA" --samples 5000 --epochs 3 --con-per-batch 8 --threads 1 --quiet)
 
 [ -f "$DATA/README.md" ] || fineked build --out "$DATA" --quiet
@@ -23,9 +23,9 @@ run() {  # run NAME LIMIT EDITOR [--set ...]
   fineked run --editor "$editor" --model smollm2-135m --dataset "$DATA" --split all --limit "$limit" \
     --out "$OUT/runs/$name" --threads 1 --quiet "$@"
 }
-run memit_l7 "$N" memit --set 'layers=[7]'
-run dike "$ND" dike --set krd_path=out/krd-5k "${VC[@]}"
-run dike_no_tke "$NA" 'dike[no_tke]' --set krd_path=out/krd-5k
+run memit_l7 "$N" memit --set 'layers=[7]' "${VC[@]}"
+run dike "$N" dike --set krd_path=out/krd-5k "${VC[@]}"
+run dike_no_tke "$NA" 'dike[no_tke]' --set krd_path=out/krd-5k "${VC[@]}"
 run dike_no_fik "$NA" 'dike[no_fik]' --set krd_path=out/krd-5k "${VC[@]}"
 [ -f out/krd-5k-no-ctr/krd.safetensors ] || fineked train-krd "${KRD_ARGS[@]}" --no-ctr --out out/krd-5k-no-ctr
 [ -f out/krd-5k-no-kc/krd.safetensors ] || fineked train-krd "${KRD_ARGS[@]}" --no-kc --out out/krd-5k-no-kc

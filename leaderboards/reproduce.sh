@@ -2,7 +2,7 @@
 # Reproduces the committed leaderboards exactly (same build, KRDs, seeds, limits and hparams).
 # Usage: bash leaderboards/reproduce.sh      (from the repository root, after `make setup`; ~12 CPU-hours from
 # scratch at the defaults, about 3,500 v* optimisations of ~8-10 s each; the DiKE experiment's defaults are
-# N=100 ND=300 NA=300 NCTL=30). `--vstar-cache` lets MEMIT-C and AlphaEdit reuse MEMIT's z, and ROME-C ROME's v*.
+# N=300 NA=300 NCTL=30). `--vstar-cache` lets MEMIT-C and AlphaEdit reuse MEMIT's z, and ROME-C ROME's v*.
 # Runs resume: a larger N / CF_N extends the committed runs in place instead of starting over.
 set -euo pipefail
 source .venv/bin/activate
