@@ -67,6 +67,15 @@ class EditResult:
         return {n: tensor_digest(t) for n, t in self.originals.items()}
 
 
+def weights_digest(module: torch.nn.Module) -> str:
+    """Hash of the names and exact bytes of every (deduplicated) parameter and buffer: the identity of a module's
+    current weights (the v* memo's key). locate.fingerprint.model_fingerprint, by contrast, names the base model and
+    deliberately ignores the weights editors touch."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    lines = (f"{name}:{t.dtype}:{tuple(t.shape)}:{tensor_digest(t)}" for name, t in tensors)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
 def parameter_digests(model: torch.nn.Module, names: Sequence[str]) -> dict[str, str]:
     params = dict(model.named_parameters())
     return {n: tensor_digest(params[n]) for n in names}

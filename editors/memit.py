@@ -19,7 +19,7 @@ from editors.locate.editor import LocateEditor, LocateHparams, Timer
 from editors.locate.keys import block_outputs_at_subject, compute_keys
 from editors.locate.solve import memit_delta
 from editors.locate.vstar import TargetValue
-from editors.locate.vstar_cache import target_value, weights_digest
+from editors.locate.vstar_cache import model_state_digest, target_value
 
 
 @dataclass
@@ -37,11 +37,11 @@ def default_range(n_layers: int, adapter: ModelAdapter, span: int) -> list[int]:
 
 def target_residuals(model: Any, tok: Any, adapter: ModelAdapter, z_layer: int, requests: Sequence[EditRequest],
                      prefixes: list[str], hp: LocateHparams, timer: Timer,
-                     cache: Path | None = None) -> tuple[torch.Tensor, list[TargetValue]]:
-    """(d, n) target residuals z_i at the last subject token after block z_layer (through the v* memo `cache`)."""
+                     memo: Path | None = None) -> tuple[torch.Tensor, list[TargetValue]]:
+    """(d, n) target residuals z_i at the last subject token after block z_layer (through the v* memo folder `memo`)."""
     with timer("vstar"):
-        digest = weights_digest(model) if cache is not None else None  # every z_i is optimised on this model
-        tvs = [target_value(model, tok, adapter, z_layer, r, prefixes, hp.vstar(), "block_output", cache, digest)
+        digest = model_state_digest(model) if memo is not None else None  # every z_i is optimised on this model
+        tvs = [target_value(model, tok, adapter, z_layer, r, prefixes, hp.vstar(), "block_output", memo, digest)
                for r in requests]
     return torch.stack([tv.target for tv in tvs], dim=1), tvs
 

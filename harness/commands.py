@@ -107,8 +107,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--score-batch-size", type=int, default=32, help="(prompt, target) pairs per forward pass")
     p.add_argument("--check-restore", action="store_true", help="verify bit-exact restores by tensor hashes")
     p.add_argument("--vstar-cache", type=Path, metavar="DIR",
-                   help="reuse v* optimisations across runs (rome, memit, alphaedit, their -C variants, "
-                        "dike[no_tke]); keyed by the exact weights, request and settings, so results are unchanged")
+                   help="reuse v* optimisations across runs (rome, memit, alphaedit, their -C variants, dike and "
+                        "its ablations); keyed by the exact weights, request, settings and code, so results are unchanged")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_run)

@@ -253,9 +253,12 @@ class Run:
 
     def __post_init__(self) -> None:
         self.editor = make_editor(self.config.editor, self.model_key, self.config.overrides)
-        if self.vstar_cache is not None and hasattr(self.editor, "vstar_cache"):
-            self.editor.vstar_cache = Path(self.vstar_cache)
         self.editor_name = display_name(self.editor)
+        if self.vstar_cache is not None:
+            if hasattr(self.editor, "vstar_cache"):
+                self.editor.vstar_cache = Path(self.vstar_cache)
+            else:
+                log.warning("%s has no v* optimisation to memoise; --vstar-cache has no effect", self.editor_name)
         self.hp_hash = hparams_hash(self.editor.hparams)
         self.companions: dict[str, list[tuple[str, EditRequest]]] = {}  # first case id of a batch -> its fillers
 

@@ -107,7 +107,7 @@ def test_an_unreadable_entry_is_optimised_again(tmp_path):
     assert torch.equal(torch.load(entry, weights_only=True)["delta"], base.delta)  # rewritten whole
 
 
-def test_fineked_run_vstar_cache_gives_the_uncached_results(tmp_path):
+def test_fineked_run_vstar_cache_gives_the_uncached_results(tmp_path, monkeypatch):
     from harness.cli import main
     from test_runner import write_records
 
@@ -125,5 +125,44 @@ def test_fineked_run_vstar_cache_gives_the_uncached_results(tmp_path):
     memo = ["--vstar-cache", str(tmp_path / "vstar")]
     run("memit", "memit", *memo)
     assert len(entries(tmp_path / "vstar")) == 2  # one z per case
-    assert run("alphaedit", "shared", *memo) == plain
-    assert len(entries(tmp_path / "vstar")) == 2  # alphaedit found both
+
+    def refuse(*a, **k):
+        raise AssertionError("optimised again although the memo holds this z")
+    monkeypatch.setattr(vstar_cache, "optimise_target_value", refuse)
+    assert run("alphaedit", "shared", *memo) == plain  # both z from the memo, the same metrics
+
+
+def test_every_field_of_the_key_matters(monkeypatch):
+    import copy
+    from dataclasses import replace
+
+    model, tok = trained_tiny("gpt2")
+    digest = vstar_cache.model_state_digest(model)
+    args = dict(digest=digest, tok=tok, layer=1, site="block_output", cfg=CFG, device="cpu", request=REQ,
+                prefixes=["Yes. "], variant=None)
+    base = vstar_cache.vstar_key(**args)
+    assert vstar_cache.vstar_key(**args) == base  # deterministic
+    longer_tok = copy.deepcopy(tok)
+    longer_tok.add_tokens(["<new-token>"])
+    changed = {
+        "digest": "0" * 64, "tok": longer_tok, "layer": 2, "site": "ffn_output", "cfg": replace(CFG, kl_factor=0.1),
+        "request": EditRequest("a", "The capital of France is", "France", "Rome"), "prefixes": ["No. "],
+        "variant": {"krd": "x"},
+    }
+    for field, value in changed.items():
+        assert vstar_cache.vstar_key(**{**args, field: value}) != base, field
+    for request in (EditRequest("a", "The capital of Spain is", "Spain", "Tokyo"),
+                    EditRequest("a", "The capital of France is", "capital", "Tokyo")):
+        assert vstar_cache.vstar_key(**{**args, "request": request}) != base
+    assert vstar_cache.vstar_key(**{**args, "cfg": replace(CFG, cache_prefixes=False)}) != base
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)  # another reduction order
+        assert vstar_cache.vstar_key(**args) != base
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(vstar_cache, "code_digest", lambda: "edited code")
+    assert vstar_cache.vstar_key(**args) != base
+    # the model's digest covers its config as well as its weights
+    model.config.layer_norm_epsilon *= 2
+    assert vstar_cache.model_state_digest(model) != digest

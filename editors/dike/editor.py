@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from editors.adapters import ModelAdapter
-from editors.base import EditRequest, EditResult
+from editors.base import EditRequest, EditResult, weights_digest
 from editors.dike.checkpoint import KRDCheckpointError, checkpoint_dir, load_krd
 from editors.dike.solve import dike_delta
 from editors.dike.states import subject_and_relation_states
@@ -29,7 +29,7 @@ from editors.locate.fingerprint import model_fingerprint
 from editors.locate.hooks import block_output
 from editors.locate.keys import compute_keys
 from editors.locate.vstar import optimise_target_value
-from editors.locate.vstar_cache import target_value, weights_digest
+from editors.locate.vstar_cache import model_state_digest, target_value
 from editors.memit import MemitHparams
 
 
@@ -112,15 +112,17 @@ class DikeEditor(LocateEditor):
         l_r = self.repr_layer(model, adapter)
         krd = None if (hp.no_tke and hp.no_fik) else self.load_krd(model, layer, l_r)
         residuals, steps = [], []
+        # nothing is applied before every residual is known, so one digest of the model serves the whole batch
+        digest = model_state_digest(model) if self.vstar_cache is not None else None
         for req in requests:
             with timer("vstar"):
                 if hp.no_tke:  # w/o TKE: MEMIT's v* on the entangled h_s
                     tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "block_output",
-                                      self.vstar_cache)
+                                      self.vstar_cache, digest)
                     residuals.append(tv.delta)
                 else:
                     residual, tv = self.related_component_residual(model, tok, adapter, layer, l_r, krd.krd, req,
-                                                                   prefixes)
+                                                                   prefixes, digest)
                     residuals.append(residual)
             steps.append(tv.steps)
         R = torch.stack(residuals, dim=1)  # (d, n)
@@ -135,7 +137,8 @@ class DikeEditor(LocateEditor):
                            residual_norms=[float(r.norm()) for r in residuals])
 
     def related_component_residual(self, model: Any, tok: Any, adapter: ModelAdapter, layer: int, l_r: int, krd: Any,
-                                   req: EditRequest, prefixes: list[str]) -> tuple[torch.Tensor, Any]:
+                                   req: EditRequest, prefixes: list[str],
+                                   digest: str | None = None) -> tuple[torch.Tensor, Any]:
         """(h_s*(δ*) − h_s, the optimiser's TargetValue) for one request, δ* optimised on z_r only."""
         h_s, h_r = subject_and_relation_states(model, tok, adapter, layer, l_r, [req.prompt], [req.subject])
         device = next(model.parameters()).device
@@ -166,6 +169,6 @@ class DikeEditor(LocateEditor):
             "krd": weights_digest(krd), "repr_layer": l_r, "clamp_on": hp.clamp_on,
             "keep_recon_residual": hp.keep_recon_residual}
         tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "dike:z_r", self.vstar_cache,
-                          optimise=optimise, variant=variant)
+                          digest, optimise=optimise, variant=variant)
         with torch.no_grad():
             return shift(tv.delta.to(device)).float().cpu(), tv
