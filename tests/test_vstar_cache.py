@@ -81,13 +81,14 @@ def test_a_changed_weight_request_or_setting_is_optimised_afresh(tmp_path):
 
     # one element of a layer the edit never touches, as a sequential edit elsewhere would change it
     w = ad.ffn_out_weight(model, 3)
+    original = w.view(-1)[0].item()
     with torch.no_grad():
         w.view(-1)[0] += 1e-3
     changed = memoised()
     assert len(entries(memo)) == 2
     assert torch.equal(changed.delta, direct().delta) and not torch.equal(changed.delta, base.delta)
     with torch.no_grad():
-        w.view(-1)[0] -= 1e-3
+        w.view(-1)[0] = original  # exactly: x + 1e-3 - 1e-3 need not round back to x in float32
     assert torch.equal(memoised().delta, base.delta) and len(entries(memo)) == 2  # the base entry again
 
     other = EditRequest("a", "The capital of France is", "France", "Rome")  # same case id, another o*
