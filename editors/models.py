@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from common.cache import cache_dir, publish_dir, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,6 @@ KNOWN_MODELS = {
 
 class ModelLoadError(ValueError):
     pass
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("FINEKED_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "fineked")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def model_key(name: str) -> str:
@@ -65,16 +59,16 @@ def smollm2_dir() -> Path:
     # save_pretrained refuses GGUF-loaded models; write config, tokenizer and tensors ourselves.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(out)  # another process may be dequantising too: each fills its own folder
+    tmp.mkdir(parents=True)
     model.config.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied
     save_file(state, str(tmp / "model.safetensors"))
-    if out.exists():
+    if out.exists():  # incomplete (no config.json): the check above failed
         import shutil
-        shutil.rmtree(out)
-    tmp.rename(out)
+        shutil.rmtree(out, ignore_errors=True)
+    publish_dir(tmp, out)
     return out
 
 

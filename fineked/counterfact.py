@@ -14,6 +14,7 @@ import logging
 import urllib.request
 from pathlib import Path
 
+from common.cache import atomic_write_bytes
 from fineked.paths import COUNTERFACT_SAMPLE, cache_dir
 from fineked.records import EditRecord, RecordError, record_from_dict
 
@@ -34,12 +35,9 @@ def _download(url: str) -> Path:
     name = hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + Path(url.split("?")[0]).name
     dest = cache_dir() / "counterfact" / name
     if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
         req = urllib.request.Request(url, headers={"User-Agent": "fineked-suite/0.1"})
         with urllib.request.urlopen(req, timeout=60) as resp:
-            tmp = dest.with_suffix(".tmp")
-            tmp.write_bytes(resp.read())
-            tmp.replace(dest)
+            atomic_write_bytes(dest, resp.read())
     return dest
 
 

@@ -2,24 +2,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from functools import lru_cache
 from pathlib import Path
+
+from common.cache import cache_dir  # noqa: F401  (fineked modules import it from here)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SNAPSHOT = PACKAGE_DIR / "snapshot" / "wikidata.nt.gz"
 TEMPLATES = PACKAGE_DIR / "templates" / "templates.json"
 QUERIES = PACKAGE_DIR / "queries"
 COUNTERFACT_SAMPLE = PACKAGE_DIR / "data" / "counterfact_sample.jsonl"
-
-
-def cache_dir() -> Path:
-    """Same rule as editors.models.cache_dir (FINEKED_CACHE, else XDG cache/fineked), without importing torch."""
-    root = os.environ.get("FINEKED_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "fineked")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @lru_cache(maxsize=8)

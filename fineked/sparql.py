@@ -11,7 +11,6 @@ import email.utils
 import hashlib
 import json
 import logging
-import os
 import re
 import socket
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from SPARQLWrapper import JSON, POST, SPARQLWrapper
 from SPARQLWrapper.SPARQLExceptions import SPARQLWrapperException
 
+from common.cache import read_json_entry, write_json_entry
 from fineked.paths import QUERIES, cache_dir
 
 log = logging.getLogger(__name__)
@@ -146,17 +146,14 @@ class SparqlClient:
     def select(self, name: str, query: str) -> list[dict[str, str]]:
         """Run a SELECT; rows map variable -> value string. Cached on disk by endpoint + query text."""
         path = self._cache_path(query)
-        if path is not None and path.exists():
+        rows = read_json_entry(path, lambda v: None if isinstance(v, list) else "not a row list") if path else None
+        if rows is not None:
             self.cache_hits[name] += 1
-            rows = json.loads(path.read_text())
         else:
             rows = _simplify(self._fetch(name, query))
             self.network_queries[name] += 1
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(rows, ensure_ascii=False))
-                tmp.replace(path)
+                write_json_entry(path, rows)
         self.rows[name] += len(rows)
         return rows
 

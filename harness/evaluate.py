@@ -5,7 +5,6 @@ All the (prompt, target) pairs of a group of cases go through the batched scorer
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from common.cache import cache_dir, read_json_entry, write_json_entry
 from fineked.records import EditRecord
 from harness.metrics import FactProbe, case_metrics, known_fact, ngram_entropy
 from harness.scoring import score_pairs
@@ -59,7 +59,6 @@ def model_fingerprint(model: Any) -> str:
 
 
 def pre_edit_cache_path(model_name: str, fingerprint: str, model: Any = None) -> Path:
-    from editors.models import cache_dir
     weights = model_fingerprint(model) if model is not None else ""
     key = hashlib.sha256(f"{model_name}|{weights}|{fingerprint}|v{PRE_EDIT_VERSION}".encode()).hexdigest()[:16]
     return cache_dir() / "pre_edit" / f"{key}.json"
@@ -68,20 +67,37 @@ def pre_edit_cache_path(model_name: str, fingerprint: str, model: Any = None) ->
 def load_or_compute_pre_edit(model: Any, tok: Any, records: Sequence[EditRecord], path: Path | None,
                              batch_size: int = 32) -> dict[str, PreEdit]:
     """Pre-edit predictions for every record, computed once per (model, dataset) and cached as JSON."""
-    cached: dict[str, PreEdit] = {}
-    if path is not None and path.exists():
-        raw = json.loads(path.read_text())
-        cached = {cid: PreEdit(tuple(map(tuple, v["neigh_argmax"])), tuple(map(tuple, v["fact_argmax"])),
-                               tuple(v["fact_known"])) for cid, v in raw.items()}
+    vocab = len(tok)
+
+    def check(raw: Any) -> str | None:  # the entry must fit these records and this vocabulary
+        if not isinstance(raw, dict):
+            return "not a mapping of case ids"
+        for r in records:
+            v = raw.get(r.case_id)
+            if v is None:
+                continue
+            try:
+                neigh, facts, known = v["neigh_argmax"], v["fact_argmax"], v["fact_known"]
+            except (TypeError, KeyError):
+                return f"case {r.case_id} lacks its predictions"
+            if (len(neigh), len(facts), len(known)) != (len(r.neighborhood_prompts), len(r.fine_grained),
+                                                        len(r.fine_grained)):
+                return f"case {r.case_id} has predictions for another number of prompts"
+            if not all(isinstance(t, int) and 0 <= t < vocab for ids in (*neigh, *facts) for t in ids):
+                return f"case {r.case_id} holds token ids outside the vocabulary"
+            if not all(isinstance(k, bool) for k in known):
+                return f"case {r.case_id} has a non-boolean known flag"
+        return None
+
+    raw = read_json_entry(path, check) if path is not None else None
+    cached = {cid: PreEdit(tuple(map(tuple, v["neigh_argmax"])), tuple(map(tuple, v["fact_argmax"])),
+                           tuple(v["fact_known"])) for cid, v in (raw or {}).items()}
     missing = [r for r in records if r.case_id not in cached]
     if missing:
         log.info("pre-edit predictions for %d cases", len(missing))
         cached.update(compute_pre_edit(model, tok, missing, batch_size))
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({cid: asdict(p) for cid, p in cached.items()}))
-            tmp.replace(path)
+            write_json_entry(path, {cid: asdict(p) for cid, p in cached.items()})
     return {r.case_id: cached[r.case_id] for r in records}
 
 

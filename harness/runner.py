@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
 from editors.base import EditRequest, PreservedFact, parameter_digests
 from editors.hparams import hparams_hash
 from editors.registry import display_name, make_editor
@@ -219,19 +220,16 @@ class SequentialState:
 
     def save(self, model: torch.nn.Module, editor: Any, edited: Sequence[EditRecord], edit_s: dict[str, float],
              touched: set[str]) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         params = dict(model.named_parameters())
         tensors = {f"param/{n}": params[n].detach().cpu().contiguous() for n in sorted(touched)}
         if hasattr(editor, "state_dict"):
             tensors.update({f"editor/{k}": v.detach().cpu().contiguous() for k, v in editor.state_dict().items()})
-        tmp_w, tmp_m = Path(f"{self.weights}.tmp"), Path(f"{self.meta}.tmp")
-        save_file(tensors, str(tmp_w))
-        tmp_m.write_text(json.dumps({"case_ids": [r.case_id for r in edited], "touched": sorted(touched),
-                                     "edit_s": {r.case_id: edit_s[r.case_id] for r in edited}}))
         self.meta.unlink(missing_ok=True)  # weights first, then meta: a meta on disk always names complete weights
-        tmp_w.replace(self.weights)
-        tmp_m.replace(self.meta)
+        atomic_write_bytes(self.weights, save(tensors))
+        atomic_write_json(self.meta, {"case_ids": [r.case_id for r in edited], "touched": sorted(touched),
+                                      "edit_s": {r.case_id: edit_s[r.case_id] for r in edited}}, indent=None)
 
 
 @dataclass
@@ -407,10 +405,7 @@ class Run:
         eval_s = (time.perf_counter() - t1) / max(1, len(edited))
         out = [self._line(r, [r], row, edit_s[r.case_id], eval_s, {"n_edits": len(edited)})
                for r, row in zip(edited, rows)]
-        tmp = path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        append_lines(tmp, out)
-        tmp.replace(path)  # all or nothing
+        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in out))  # all or nothing
         return out
 
     def _evaluate_all(self, records: Sequence[EditRecord], chunk: int = 64) -> list[dict]:

@@ -40,7 +40,7 @@ def test_train_krd_writes_checkpoint_diagnostics_and_resumes(small_build, tmp_pa
     assert meta["layer"] == 1 and meta["repr_layer"] == 2 and meta["n_samples"] == 60
     assert meta["epochs_run"] == 1 and len(meta["curves"]["epochs"]) == 1
     assert -1 <= meta["metrics"]["silhouette"] <= 1
-    for f in ("krd.safetensors", "tsne.png", "curves.png", "resume.pt"):
+    for f in ("krd.safetensors", "tsne.png", "curves.png", "resume.safetensors"):
         assert (ck / f).stat().st_size > 0
     first_epoch = meta["curves"]["epochs"][0]
     assert main(args + ["--epochs", "2"]) == 0  # resumes: runs only epoch 2

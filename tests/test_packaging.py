@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("fineked", "editors", "harness")
+PACKAGES = ("common", "fineked", "editors", "harness")
 
 
 def tracked_files() -> list[str]:

@@ -3,7 +3,8 @@ import gzip
 
 import pytest
 import torch
-from safetensors import safe_open
+
+from common.cache import read_tensor_entry
 
 from editors.adapters import adapter_for
 from editors.locate import stats
@@ -44,8 +45,7 @@ def test_second_moment_matches_independent_computation(family, corpus):
     ref, n_tok = reference_moment(model, tok, 2, TEXTS[:3], 12)
     assert torch.allclose(C, ref, rtol=1e-4, atol=1e-7)  # the model itself runs in float32
     path = stats_path(model, 2, corpus, 3, 12, torch.float64)
-    with safe_open(str(path), "pt") as fh:
-        assert int(fh.metadata()["tokens"]) == n_tok  # padding excluded, third text capped at 12 tokens
+    assert read_tensor_entry(path)["tokens"] == n_tok  # padding excluded, third text capped at 12 tokens
 
 
 def test_several_layers_in_one_pass_equal_single_layers(corpus):

@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 
+from common.cache import read_tensor_entry
+
 from editors.adapters import adapter_for
 from editors.alphaedit import AlphaEditEditor
 from editors.base import EditRequest, PreservedFact
@@ -37,7 +39,7 @@ def weight_changes(editor, model, tok, cache=None):
 
 
 def entries(folder):
-    return sorted(folder.rglob("*.pt"))
+    return sorted(folder.rglob("*.safetensors"))
 
 
 @pytest.mark.parametrize("first,others,layers", [
@@ -105,7 +107,7 @@ def test_an_unreadable_entry_is_optimised_again(tmp_path):
     entry.write_bytes(entry.read_bytes()[:40])  # torn by a kill
     again = vstar_cache.target_value(model, tok, ad, 1, REQ, [], CFG, "ffn_output", memo)
     assert torch.equal(again.delta, base.delta)
-    assert torch.equal(torch.load(entry, weights_only=True)["delta"], base.delta)  # rewritten whole
+    assert torch.equal(read_tensor_entry(entry)["delta"], base.delta)  # rewritten whole
 
 
 def test_fineked_run_vstar_cache_gives_the_uncached_results(tmp_path, monkeypatch):

@@ -3,7 +3,8 @@
 Layout under editors.models.cache_dir()/krd/<model key>/l<l>-r<l_r>-<variant>/:
   krd.safetensors   the best weights (by validation loss)
   krd.json          the config and the record of training
-  resume.pt         optimiser state and the latest weights, for resuming an interrupted run
+  resume.safetensors  optimiser state and the latest weights, for resuming an interrupted run (safetensors +
+                    JSON through common.cache: reading it never runs code)
   tsne.png          diagnostics (see diagnostics.py)
 """
 from __future__ import annotations
@@ -14,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from common.cache import (atomic_write_bytes, atomic_write_text, cache_dir, read_tensor_entry,
+                          write_tensor_entry)
 from editors.dike.krd import KRD, KRDConfig
 
 log = logging.getLogger(__name__)
 
-WEIGHTS, CONFIG, RESUME = "krd.safetensors", "krd.json", "resume.pt"
+WEIGHTS, CONFIG, RESUME = "krd.safetensors", "krd.json", "resume.safetensors"
 
 
 class KRDCheckpointError(ValueError):
@@ -28,24 +29,16 @@ class KRDCheckpointError(ValueError):
 
 
 def checkpoint_dir(model_key: str, layer: int, repr_layer: int, variant: str = "full") -> Path:
-    from editors.models import cache_dir
-
     return cache_dir() / "krd" / model_key / f"l{layer}-r{repr_layer}-{variant}"
 
 
 def save_krd(directory: Path, krd: KRD, meta: dict[str, Any]) -> Path:
     """Write krd.safetensors and krd.json (meta must hold model_fingerprint, layer, repr_layer)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in krd.state_dict().items()}
-    tmp = directory / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(directory / WEIGHTS)
-    meta = {**meta, "krd": krd.config_dict()}
-    tmpj = directory / (CONFIG + ".tmp")
-    tmpj.write_text(json.dumps(meta, indent=1, default=str))
-    tmpj.replace(directory / CONFIG)
+    atomic_write_bytes(directory / WEIGHTS, save(state))
+    atomic_write_text(directory / CONFIG, json.dumps({**meta, "krd": krd.config_dict()}, indent=1, default=str))
     return directory
 
 
@@ -88,19 +81,23 @@ def load_krd(directory: Path | str, model_fingerprint: str | None = None, layer:
 
 
 def save_resume_state(directory: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (RESUME + ".tmp")
-    torch.save({"state": state, "meta": meta}, tmp)
-    tmp.replace(directory / RESUME)
+    write_tensor_entry(Path(directory) / RESUME, {"state": state, "meta": _plain(meta)})
+
+
+def _plain(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta as it reads back from JSON (tuples as lists), so a saved state compares equal to a fresh one."""
+    return json.loads(json.dumps(meta, default=str))
 
 
 def load_resume_state(directory: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     """The saved training state if it belongs to the same model, layers, losses and data; else None."""
     path = Path(directory) / RESUME
-    if not path.exists():
+    saved = read_tensor_entry(path, lambda v: None if isinstance(v, dict) and {"state", "meta"} <= set(v)
+                              else "not a KRD training state")
+    if saved is None:  # none, or unreadable (warned): train from the start
         return None
-    saved = torch.load(path, weights_only=False)
     keys = ("model_fingerprint", "layer", "repr_layer", "data_fingerprint", "train_config")
+    meta = _plain(meta)
     if any(saved["meta"].get(k) != meta.get(k) for k in keys):
         log.warning("ignoring %s: it was made for another model, data or configuration", path)
         return None

@@ -91,20 +91,18 @@ def split_by_subject(samples: Sequence[KRDSample], val_fraction: float, seed: in
 def cached_states(model: Any, tok: Any, adapter: ModelAdapter, cfg: KRDTrainConfig, samples: Sequence[KRDSample],
                   cache: Path | None, quiet: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(h_s, h_r) of every sample's prompt, read from / written to a safetensors file."""
-    from safetensors.torch import load_file, save_file
+    from common.cache import finite_tensors, read_tensor_entry, write_tensor_entry
 
-    if cache is not None and cache.exists():
-        t = load_file(str(cache))
+    t = read_tensor_entry(cache, lambda t: finite_tensors(t) or (None if t["h_s"].shape[0] == len(samples) else
+                                                                  "another number of samples")) if cache else None
+    if t is not None:
         return t["h_s"], t["h_r"]
     t0 = time.perf_counter()
     h_s, h_r = subject_and_relation_states(model, tok, adapter, cfg.layer, cfg.repr_layer,
                                            [s.prompt for s in samples], [s.subject for s in samples], quiet=quiet)
     log.info("cached h_s/h_r of %d samples in %.1f s", len(samples), time.perf_counter() - t0)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp")
-        save_file({"h_s": h_s.contiguous(), "h_r": h_r.contiguous()}, str(tmp))
-        tmp.replace(cache)
+        write_tensor_entry(cache, {"h_s": h_s, "h_r": h_r})
     return h_s, h_r
 
 

@@ -5,12 +5,12 @@ k* and v* are averaged over "{prefix}{prompt}" so the edit does not hinge on the
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import torch
 
+from common.cache import cache_dir, read_json_entry, write_json_entry
 from editors.locate.fingerprint import model_fingerprint
 
 log = logging.getLogger(__name__)
@@ -52,18 +52,13 @@ def context_prefixes(model: Any, tok: Any, n: int, length: int, seed: int = 0) -
     key = (fp, n, length, seed)
     if key in _memory:
         return list(_memory[key])
-    from editors.models import cache_dir
-
     path = cache_dir() / "prefixes" / f"{fp}-n{n}-len{length}-seed{seed}.json"
-    if path.exists():
-        prefixes = json.loads(path.read_text())
-    else:
+    prefixes = read_json_entry(path, lambda v: None if isinstance(v, list) and len(v) == n and all(
+        isinstance(p, str) for p in v) else f"expected {n} prefix strings")
+    if prefixes is None:
         log.info("sampling %d context prefixes of %d tokens", n, length)
         prefixes = sample_prefixes(model, tok, n, length, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(prefixes, indent=1))
-        tmp.replace(path)
+        write_json_entry(path, prefixes)
     _memory[key] = prefixes
     return list(prefixes)
 

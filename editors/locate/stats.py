@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from common.cache import cache_dir, finite_tensors, read_tensor_entry, write_tensor_entry
 from editors.adapters import ModelAdapter
 from editors.locate.fingerprint import model_fingerprint
 from editors.locate.hooks import ffn_key, run_until
@@ -78,8 +79,6 @@ def corpus_tag(corpus: str) -> str:
 
 
 def stats_path(model: Any, layer: int, corpus: str, n_samples: int, max_len: int, dtype: torch.dtype) -> Path:
-    from editors.models import cache_dir
-
     dname = str(dtype).replace("torch.", "")
     return (cache_dir() / "stats" / model_fingerprint(model) /
             f"layer{layer}-{corpus_tag(corpus)}-n{n_samples}-len{max_len}-{dname}.safetensors")
@@ -123,17 +122,22 @@ def layer_second_moments(model: Any, tok: Any, adapter: ModelAdapter, layers: Se
                          quiet: bool = False) -> dict[int, torch.Tensor]:
     """{layer: C} for several layers, computing the missing ones in a single pass and caching each file."""
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    d_in = adapter.weight_as_out_in(adapter.ffn_out_weight(model, layers[0])).shape[1]
     if corpus == "identity":
-        d_in = adapter.weight_as_out_in(adapter.ffn_out_weight(model, layers[0])).shape[1]
         return {l: torch.eye(d_in, dtype=dtype) for l in layers}
-    from safetensors.torch import load_file, save_file
+
+    def check(entry: Any) -> str | None:  # a plausible but wrong entry would give wrong edits: recompute it
+        C = entry.get("second_moment") if isinstance(entry, dict) else None
+        if not isinstance(C, torch.Tensor) or tuple(C.shape) != (d_in, d_in) or C.dtype != dtype:
+            return f"expected a {d_in}x{d_in} {dtype} second moment"
+        return finite_tensors(C)
 
     out: dict[int, torch.Tensor] = {}
     missing = []
     for l in layers:
-        path = stats_path(model, l, corpus, n_samples, max_len, dtype)
-        if path.exists():
-            out[l] = load_file(str(path))["second_moment"]
+        entry = read_tensor_entry(stats_path(model, l, corpus, n_samples, max_len, dtype), check)
+        if entry is not None:
+            out[l] = entry["second_moment"]
         else:
             missing.append(l)
     if missing:
@@ -141,13 +145,13 @@ def layer_second_moments(model: Any, tok: Any, adapter: ModelAdapter, layers: Se
         log.info("computing layer statistics for layers %s over %d %s samples", missing, len(texts), corpus)
         fresh, count = collect_second_moments(model, tok, adapter, missing, texts, max_len, dtype, quiet=quiet)
         for l, C in fresh.items():
-            path = stats_path(model, l, corpus, n_samples, max_len, dtype)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            save_file({"second_moment": C.contiguous()}, str(tmp),
-                      metadata={"tokens": str(count), "samples": str(len(texts)), "corpus": corpus,
-                                "layer": str(l), "max_len": str(max_len)})
-            tmp.replace(path)
+            problem = finite_tensors(C)
+            if problem:
+                raise StatsError(f"layer {l} statistics over {corpus!r}: {problem}; the model overflows in {dtype}, "
+                                 "use --set stats_dtype=float64")
+            write_tensor_entry(stats_path(model, l, corpus, n_samples, max_len, dtype),
+                               {"second_moment": C, "tokens": count, "samples": len(texts), "corpus": corpus,
+                                "layer": l, "max_len": max_len})
             out[l] = C
     return out
 

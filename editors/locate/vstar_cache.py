@@ -21,7 +21,6 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from common.cache import finite_tensors, read_tensor_entry, write_tensor_entry
 from editors.adapters import ModelAdapter
 from editors.base import EditRequest, weights_digest
 from editors.locate.vstar import TargetValue, VStarConfig, optimise_target_value
@@ -80,29 +80,29 @@ def vstar_key(digest: str, tok: Any, layer: int, site: str, cfg: VStarConfig, de
 
 
 def _save(path: Path, tv: TargetValue) -> None:
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # clone: on CPU `init` is a view into the whole site activation, which torch.save would write out
-        torch.save({"delta": tv.delta.detach().cpu().clone(), "init": tv.init.detach().cpu().clone(),
-                    "steps": tv.steps, "backward_passes": tv.backward_passes, "loss": tv.loss, "nll": tv.nll,
-                    "nll_init": tv.nll_init}, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        tmp.replace(path)  # atomic: two runs sharing the folder never read half a file
+        # clone: on CPU `init` is a view into the whole site activation, which would be written out whole
+        write_tensor_entry(path, {"delta": tv.delta.detach().cpu().clone(), "init": tv.init.detach().cpu().clone(),
+                                  "steps": tv.steps, "backward_passes": tv.backward_passes, "loss": tv.loss,
+                                  "nll": tv.nll, "nll_init": tv.nll_init})
     except OSError as e:  # a full disk must not stop the run: the edit already has its v*
         log.warning("v* memo: could not write %s (%s)", path, e)
-        tmp.unlink(missing_ok=True)
 
 
-def _load(path: Path, device: Any) -> TargetValue | None:
-    try:
-        d = torch.load(path, map_location=device, weights_only=True)
-        return TargetValue(delta=d["delta"], init=d["init"], steps=d["steps"], backward_passes=d["backward_passes"],
-                           loss=d["loss"], nll=d["nll"], nll_init=d["nll_init"])
-    except Exception as e:  # a torn or foreign file of any kind: optimise again and overwrite it
-        log.warning("v* memo: ignoring unreadable %s (%s: %s)", path, type(e).__name__, e)
+def _load(path: Path, device: Any, width: int | None) -> TargetValue | None:
+    """The memoised v*, None if absent or unreadable of any kind (common.cache warns): optimise again.
+    width: the vectors' length where it is known (the model's hidden size), else only their agreement is checked."""
+    def check(d: Any) -> str | None:
+        shapes = {tuple(d[k].shape) if isinstance(d.get(k), torch.Tensor) else None for k in ("delta", "init")}
+        if len(shapes) != 1 or None in shapes or len(next(iter(shapes))) != 1 or (
+                width is not None and shapes != {(width,)}):
+            return f"delta and init must be vectors of one width{f' ({width})' if width else ''}"
+        return finite_tensors(d)
+    d = read_tensor_entry(path, check, device=device)
+    if d is None:
         return None
+    return TargetValue(delta=d["delta"], init=d["init"], steps=d["steps"], backward_passes=d["backward_passes"],
+                       loss=d["loss"], nll=d["nll"], nll_init=d["nll_init"])
 
 
 def target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: int, request: EditRequest,
@@ -120,8 +120,8 @@ def target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: int, reques
         return fresh()
     device = next(model.parameters()).device
     key = vstar_key(digest or model_state_digest(model), tok, layer, site, cfg, device, request, prefixes, variant)
-    path = Path(memo) / key[:2] / f"{key}.pt"
-    hit = _load(path, device) if path.exists() else None
+    path = Path(memo) / key[:2] / f"{key}.safetensors"
+    hit = _load(path, device, None if optimise else model.config.hidden_size)
     if hit is not None:
         return hit
     tv = fresh()

@@ -1,0 +1,1 @@
+"""Bottom-layer helpers shared by fineked/, editors/ and harness/ (no torch at import time)."""
