@@ -120,7 +120,7 @@ def test_dike_and_no_fik_share_the_vstar_memo_and_another_krd_misses(tiny, tmp_p
 
     fresh = {spec: changes(spec, path) for spec in ("dike", "dike[no_fik]")}
     assert torch.equal(changes("dike", path, memo), fresh["dike"])
-    assert len(list(memo.rglob("*.pt"))) == 2  # one z_r optimisation per request
+    assert len(list(memo.rglob("*.safetensors"))) == 2  # one z_r optimisation per request
     real = vstar_cache.optimise_target_value
 
     def refuse(*a, **k):
@@ -139,4 +139,4 @@ def test_dike_and_no_fik_share_the_vstar_memo_and_another_krd_misses(tiny, tmp_p
     save_krd(other, krd, {"model_fingerprint": model_fingerprint(model), "layer": LAYER, "repr_layer": REPR})
     plain = changes("dike", other)
     assert torch.equal(changes("dike", other, memo), plain)
-    assert len(list(memo.rglob("*.pt"))) == 4
+    assert len(list(memo.rglob("*.safetensors"))) == 4
