@@ -7,6 +7,7 @@ leaf vector at the same site, no editor code), their ratio (target <= 1.3), and 
 mean token NLL of o* vs o). Run twice: the second run must show stats = 0 (cached statistics).
 
     python benchmarks/bench_edit.py [--editors rome,memit,alphaedit] [--cases 10] [--model smollm2-135m]
+                                    [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16|float16]
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ import torch
 
 from editors.adapters import adapter_for
 from editors.base import EditRequest
-from editors.models import load_model, model_key
+from editors.placement import model_placement
 from editors.registry import make_editor
+from harness.commands import add_placement_args, load_named_model
 from editors.locate.vstar import build_batch
 
 CF = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json.gz"
@@ -35,7 +37,7 @@ def target_nll(model, tok, prompts: list[str], targets: list[str]) -> torch.Tens
     tok.padding_side = "right"
     enc = tok(texts, return_tensors="pt", padding=True, return_offsets_mapping=True)
     offs = enc.pop("offset_mapping")
-    logp = model(**enc).logits[:, :-1].float().log_softmax(-1)
+    logp = model(**enc.to(model_placement(model)[0])).logits[:, :-1].float().log_softmax(-1).cpu()
     nll = -logp.gather(-1, enc["input_ids"][:, 1:, None])[..., 0]
     mask = torch.stack([(offs[i, 1:, 0] >= len(p)) & (enc["attention_mask"][i, 1:] == 1) & (offs[i, 1:, 1] > offs[i, 1:, 0])
                         for i, p in enumerate(prompts)]).float()
@@ -52,13 +54,16 @@ def evaluate(model, tok, rec) -> dict[str, bool]:
 def floor_seconds(model, tok, req, prefixes, layer: int, site: str, n_fwd: int, n_bwd: int) -> float:
     """Time of n_fwd forward and n_bwd backward passes on req's v* batch with a bare leaf hook."""
     adapter = adapter_for(model)
-    batch = build_batch(tok, req, prefixes, "{} is a", "cpu", cache_model=model)  # as v* does on CPU (prefix KV cache)
+    device = model_placement(model)[0]
+    # as v* does: the prefix KV cache on CPU only (VStarConfig.cache_prefixes)
+    batch = build_batch(tok, req, prefixes, "{} is a", device, cache_model=model if device.type == "cpu" else None)
     path = adapter.ffn_out_module_name(layer) if site == "ffn_output" else adapter.block_path(layer)
-    delta = torch.zeros(model.config.hidden_size, requires_grad=True)
-    rows, cols = torch.arange(len(batch.subject_positions)), torch.tensor(batch.subject_positions)
+    delta = torch.zeros(model.config.hidden_size, requires_grad=True, device=device)
+    rows = torch.arange(len(batch.subject_positions), device=device)
+    cols = torch.tensor(batch.subject_positions, device=device)
 
     def hook(mod, args, out):
-        return out.index_put((rows, cols), out[rows, cols] + delta)
+        return out.index_put((rows, cols), out[rows, cols] + delta.to(out.dtype))
 
     h = model.get_submodule(path).register_forward_hook(hook)
     t0 = time.perf_counter()
@@ -78,6 +83,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=10)
     ap.add_argument("--offset", type=int, default=0, help="first CounterFact record to use")
     ap.add_argument("--model", default="smollm2-135m")
+    add_placement_args(ap)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--set", action="append", default=[], help="hparam override k=v (all editors)")
     args = ap.parse_args()
@@ -86,17 +92,17 @@ def main() -> None:
     from editors.hparams import parse_overrides
 
     records = json.load(gzip.open(CF))[args.offset:args.offset + args.cases]
-    model, tok = load_model(args.model)
+    model, tok, key = load_named_model(args.model, args.device, args.dtype)
     header = (f"{'editor':10} {'edit s':>7} {'keys':>6} {'v*':>6} {'stats':>6} {'solve':>6} {'eval':>6} "
               f"{'floor':>6} {'ratio':>6} {'steps':>5} {'ES':>5} {'PS':>5} {'NS':>5}")
-    print(f"{args.model}, {len(records)} CounterFact cases (records {args.offset}..), torch threads "
+    print(f"{args.model} ({args.dtype}, {model_placement(model)[0]}), {len(records)} CounterFact cases (records {args.offset}..), torch threads "
           f"{torch.get_num_threads()}; seconds are medians per edit\n{header}", flush=True)
     base = [evaluate(model, tok, r) for r in records]
     acc = {m: sum(b[m] for b in base) / len(base) for m in ("ES", "PS", "NS")}
     print(f"{'unedited':10} {'':>7} {'':>6} {'':>6} {'':>6} {'':>6} {'':>6} {'':>6} {'':>6} {'':>5} "
           f"{acc['ES']:5.2f} {acc['PS']:5.2f} {acc['NS']:5.2f}", flush=True)
     for spec in args.editors.split(","):
-        editor = make_editor(spec, model_key(args.model), {"quiet": True, **parse_overrides(args.set)})
+        editor = make_editor(spec, key, {"quiet": True, **parse_overrides(args.set)})
         per, scores = [], []
         for rec in records:
             req = EditRequest(str(rec["case_id"]), rec["prompt"], rec["subject"], rec["target_new"], rec["ground_truth"])

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from editors.models import load_model
+from harness.commands import add_placement_args, load_named_model
 from editors.text import encode_pair
 from fineked.counterfact import load_counterfact
 from harness.scoring import score_pairs
@@ -33,7 +33,7 @@ def one_at_a_time(model, tok, pairs) -> list[float]:
     for prompt, target in pairs:
         p, t = encode_pair(tok, prompt, target)
         ids = torch.tensor([p + t[:-1]])
-        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+        logp = torch.log_softmax(model(input_ids=ids.to(model.device)).logits[0].float(), -1).cpu()
         pos = torch.arange(len(p) - 1, len(p) - 1 + len(t))
         out.append(logp[pos, torch.tensor(t)].sum().item())
     return out
@@ -44,9 +44,11 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="smollm2-135m")
+    add_placement_args(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model, tok = load_model("smollm2-135m")
+    model, tok, _ = load_named_model(args.model, args.device, args.dtype)
     pairs = case_pairs(load_counterfact(None, args.cases))
     score_pairs(model, tok, pairs[:8])  # warm-up
 
@@ -59,7 +61,7 @@ def main() -> None:
 
     worst = max(abs(sum(b.logprobs) - s) for b, s in zip(batched, single))
     rows = [("one forward pass per prompt", t_single), (f"batched scorer (batch {args.batch_size})", t_batched)]
-    print(f"SmolLM2-135M, {args.cases} CounterFact cases, {len(pairs)} (prompt, target) pairs, "
+    print(f"{args.model} ({args.dtype}, {model.device}), {args.cases} CounterFact cases, {len(pairs)} (prompt, target) pairs, "
           f"{args.threads} threads")
     print(f"| {'method':<32} | {'seconds':>8} | {'prompts/s':>9} |")
     print(f"|{'-' * 34}|{'-' * 10}|{'-' * 11}|")

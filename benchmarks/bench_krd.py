@@ -14,6 +14,8 @@ import torch
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
+    from harness.commands import add_placement_args
+    add_placement_args(ap)
     ap.add_argument("--data", default="out/fineked")
     ap.add_argument("--samples", type=int, default=256, help="samples to time on")
     ap.add_argument("--siblings", type=int, default=1)
@@ -30,7 +32,7 @@ def main() -> None:
     from harness.commands import load_named_model
     from harness.krd_cli import records_to_samples
 
-    model, tok, key = load_named_model(args.model)
+    model, tok, key = load_named_model(args.model, args.device, args.dtype)
     ad = adapter_for(model)
     hp = DikeEditor.from_config(key, {}).hparams
     n = ad.n_layers(model)

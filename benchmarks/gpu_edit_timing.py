@@ -1,7 +1,8 @@
 """Edits per second of the locate-then-edit editors on randomly initialised GPT2-XL or LLaMA-3-8B shapes.
 
-No weights travel: the model is built from a config on the target device, the tokenizer is the offline tiny
-BPE of the family's style (its ids fit either vocabulary), statistics come from the bundled corpus (capped). Speed does not
+No weights travel: the model is built from a config on the target device (editors.random_models, as
+`fineked run --model random:NAME`), the tokenizer is the offline tiny BPE of the family's style (its ids fit every
+vocabulary), statistics come from the bundled corpus (capped). Speed does not
 depend on the weights, but early stopping never triggers on a random model, so every edit runs all v* steps
 (a worst case). The first edit of each editor (statistics, prefixes) is reported apart.
 
@@ -19,17 +20,14 @@ from typing import Any
 import torch
 
 from editors.base import EditRequest
-from editors.models import prepare
+from editors.placement import parse_device, peak_memory_mb, reset_peak_memory
+from editors.random_models import known_random_models, random_model
 from editors.registry import make_editor
-from editors.tiny import TOKENIZER_STYLE, tiny_model_and_tokenizer, tiny_tokenizer
+from editors.tiny import tiny_model_and_tokenizer
 
-# shape -> (model_type, config, hparams key); the tiny shapes are editors.models' unit-test models (no hparams YAML)
-SHAPES = {
-    "gpt2-xl": ("gpt2", dict(n_layer=48, n_embd=1600, n_head=25, n_positions=1024, vocab_size=50257), "gpt2-xl"),
-    "llama3-8b": ("llama", dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336,
-                                num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
-                                rope_theta=500000.0, rms_norm_eps=1e-5, vocab_size=128256), "llama3-8b"),
-}
+# the paper's shapes: editors/random_configs (--model random:NAME); the tiny shapes are editors.models' unit-test
+# models (no hparams YAML)
+SHAPES = known_random_models()
 TINY = {"tiny": "gpt2", "tiny-llama": "llama"}
 SUBJECTS = ["France", "Germany", "Italy", "Japan", "Spain", "Canada", "England", "Danielle Darrieux"]
 PROMPTS = ["The capital of {} is", "The official language of {} is", "{} is located in the continent of"]
@@ -38,18 +36,10 @@ TARGETS = ["Tokyo", "Berlin", "Asia", "English", "Rome", "Madrid"]
 
 def build_model(shape: str, device: str, dtype: torch.dtype) -> tuple[Any, Any, str]:
     """(model, tokenizer, hparams key) for `shape`, built on `device` in `dtype`."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     if shape in TINY:
         model, tok = tiny_model_and_tokenizer(TINY[shape])
         return model.to(device=device, dtype=dtype), tok, "tiny"
-    model_type, cfg, key = SHAPES[shape]
-    tok = tiny_tokenizer(TOKENIZER_STYLE[model_type])
-    config = AutoConfig.for_model(model_type, **cfg, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    return prepare(model, tok)[0], tok, key
+    return random_model(shape, device, dtype)
 
 
 def requests(n: int) -> list[EditRequest]:
@@ -83,7 +73,9 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
           + f", built in {time.perf_counter() - t0:.1f}s")
     reqs = requests(args.edits + 1)
-    print(f"{'editor':8} {'warm-up s':>9} {'edits/s':>8} {'s/edit':>7} {'keys':>6} {'v*':>6} {'solve':>6} {'steps':>5}")
+    device = parse_device(args.device)
+    print(f"{'editor':8} {'warm-up s':>9} {'edits/s':>8} {'s/edit':>7} {'keys':>6} {'v*':>6} {'solve':>6} {'steps':>5}"
+          f" {'peak MiB':>9}")
     for spec in args.editors.split(","):
         editor = make_editor(spec, key, {"stats_corpus": "bundled", "stats_n_samples": args.stats_samples,
                                          "quiet": True})
@@ -93,6 +85,7 @@ def main() -> None:
         sync(args.device)
         warm = time.perf_counter() - t
         per = []
+        reset_peak_memory(device)
         t = time.perf_counter()
         for r in reqs[1:]:
             res = editor.apply(model, tok, [r])
@@ -102,8 +95,9 @@ def main() -> None:
         sync(args.device)
         total = time.perf_counter() - t
         med = {k: statistics.median(p[k] for p in per) for k in per[0]}
+        peak = peak_memory_mb(device)  # torch.cuda.max_memory_allocated over the timed edits (weights included)
         print(f"{spec:8} {warm:9.2f} {len(per) / total:8.3f} {total / len(per):7.3f} {med['keys']:6.3f} "
-              f"{med['vstar']:6.3f} {med['solve']:6.3f} {med['steps']:5.0f}")
+              f"{med['vstar']:6.3f} {med['solve']:6.3f} {med['steps']:5.0f} {peak if peak is not None else '-':>9}")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def smollm2_dir() -> Path:
     return out
 
 
-def load_model(name: str, device: str | None = None, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+def load_model(name: str, device: Any = None, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     """(model, tokenizer) for a short name, hub id or local path; eval mode, grads off."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -84,7 +84,9 @@ def load_model(name: str, device: str | None = None, dtype: torch.dtype = torch.
         path = name
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        # on a GPU, load straight onto it: an 8B model never needs its weights in CPU memory
+        on_gpu = device is not None and torch.device(device).type == "cuda"
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **({"device_map": str(device)} if on_gpu else {}))
     except (OSError, ValueError) as exc:
         known = ", ".join(KNOWN_MODELS)
         raise ModelLoadError(
@@ -93,7 +95,7 @@ def load_model(name: str, device: str | None = None, dtype: torch.dtype = torch.
     return prepare(model, tok, device)
 
 
-def prepare(model: Any, tok: Any, device: str | None = None) -> tuple[Any, Any]:
+def prepare(model: Any, tok: Any, device: Any = None) -> tuple[Any, Any]:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.eval().requires_grad_(False)

@@ -26,7 +26,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that are the user's input at fault: shown as one line, not a traceback."""
     errs: list[type[BaseException]] = [FileNotFoundError, NotADirectoryError, PermissionError]
     for mod, names in [("fineked.records", ["RecordError"]), ("editors.registry", ["UnknownEditor"]),
-                       ("editors.models", ["ModelLoadError"]), ("editors.hparams", ["HparamsError"]),
+                       ("editors.models", ["ModelLoadError"]), ("editors.placement", ["PlacementError"]), ("editors.hparams", ["HparamsError"]),
                        ("editors.adapters", ["UnknownModelFamily"]), ("fineked.sparql", ["SparqlError"]),
                        ("harness.errors", ["UserError"]),
                        ("editors.dike.checkpoint", ["KRDCheckpointError"])]:

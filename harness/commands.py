@@ -10,10 +10,18 @@ from typing import Any
 from harness.errors import UserError
 
 TINY_PREFIX = "tiny:"  # tiny:gpt2 / tiny:gptj / tiny:llama: random test models, no download
+MODEL_HELP = ("smollm2-135m (default), a hub id, a local folder, tiny:gpt2|tiny:gptj|tiny:llama (unit-test size), "
+              "or random:gpt2-xl|random:gpt-j-6b|random:llama3-8b (the paper's shapes, seeded random weights)")
 
 
-def load_named_model(name: str) -> tuple[Any, Any, str]:
-    """(model, tokenizer, hparams key) for a model name; `tiny:FAMILY` gives a unit-test model."""
+def load_named_model(name: str, device: Any = None, dtype: Any = None) -> tuple[Any, Any, str]:
+    """(model, tokenizer, hparams key) for a model name, on `device` (None: cuda when available) in `dtype`
+    (a name such as "bfloat16" or a torch dtype; None: float32). `tiny:FAMILY` gives a unit-test model,
+    `random:NAME` one of the paper's architectures with random weights (editors.random_models)."""
+    from editors.placement import parse_device, parse_dtype
+    from editors.random_models import RANDOM_PREFIX
+
+    device, dtype = parse_device(device), parse_dtype(dtype)
     if name.startswith(TINY_PREFIX):
         from editors.tiny import TOKENIZER_STYLE, tiny_model_and_tokenizer
         family = name[len(TINY_PREFIX):]
@@ -21,10 +29,21 @@ def load_named_model(name: str) -> tuple[Any, Any, str]:
             raise UserError(f"unknown tiny model {name!r}; use one of "
                             + ", ".join(TINY_PREFIX + f for f in TOKENIZER_STYLE))
         model, tok = tiny_model_and_tokenizer(family)
-        return model, tok, "tiny"
+        return model.to(device=device, dtype=dtype), tok, "tiny"
+    if name.startswith(RANDOM_PREFIX):
+        from editors.random_models import random_model
+        return random_model(name[len(RANDOM_PREFIX):], device, dtype)
     from editors.models import load_model, model_key
-    model, tok = load_model(name)
+    model, tok = load_model(name, device, dtype)
     return model, tok, model_key(name)
+
+
+def add_placement_args(p: argparse.ArgumentParser) -> None:
+    """--device and --dtype, for every command that loads a model (checked by editors.placement when it loads)."""
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", default="float32",
+                   help="the model's weights: float32 (default), bfloat16 or float16; solves and statistics "
+                        "accumulate in float64/float32 whatever this is")
 
 
 def default_out(dataset: str, model_key: str, editor: str, mode: str, batch: int) -> Path:
@@ -48,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.split)
     if not dataset.records:
         raise UserError(f"dataset {args.dataset!r} has no records")
-    model, tok, key = load_named_model(args.model)
+    model, tok, key = load_named_model(args.model, args.device, args.dtype)
     from editors.registry import parse_editor_spec
     base, flags = parse_editor_spec(args.editor)
     name = f"{base}[{','.join(flags)}]" if flags else base  # as editors.registry.display_name will say
@@ -89,8 +108,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("run", help="edit -> evaluate -> restore over a dataset (resumable)")
     p.add_argument("--editor", required=True, help="registry name, optionally with flags: ft, rome, dike[no_fik]")
-    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m (default), a hub id, a local folder, "
-                   "or tiny:gpt2|tiny:gptj|tiny:llama")
+    p.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
+    add_placement_args(p)
     p.add_argument("--dataset", default="counterfact",
                    help="FINE-KED folder or hub id (with --split), counterfact, counterfact:PATH, or FILE.jsonl")
     p.add_argument("--split", choices=["easy", "middle", "hard", "all"],

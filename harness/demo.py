@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.commands import add_placement_args
 from harness.errors import UserError
 
 DEMO_EDITORS = ["unedited", "ft", "rome", "memit", "alphaedit", "memit_c", "dike"]
@@ -19,6 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded defaults (minutes on a laptop CPU)")
     p.add_argument("--out", default="out/demo", help="folder for every output (default: out/demo)")
     p.add_argument("--model", default="smollm2-135m")
+    add_placement_args(p)
     p.add_argument("--cases", type=int, default=2,
                    help="edits per editor, each scored on easy, middle and hard (full benchmark: 0 = all)")
     p.add_argument("--max-cases", type=int, default=120, help="edit cases to build (full benchmark: 4000)")
@@ -49,6 +51,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     data, runs, krd = out / "fineked", out / "runs", out / "krd"
     quiet = ["--quiet"] if args.quiet else []
+    placement = ["--dtype", args.dtype] + (["--device", args.device] if args.device else [])
     editors = [e.strip() for e in args.editors.split(",") if e.strip()]
     started = time.monotonic()
 
@@ -61,12 +64,12 @@ def run_demo(args: argparse.Namespace) -> int:
         _step("train a small KRD", ["train-krd", "--model", args.model, "--data", str(data),
                                     "--samples", str(args.krd_samples), "--epochs", str(args.krd_epochs),
                                     "--con-per-batch", str(args.krd_con_per_batch),
-                                    "--out", str(krd)] + quiet)
+                                    "--out", str(krd)] + placement + quiet)
     run_dirs = []
     for spec in editors:
         run_dir = runs / spec.replace("[", "_").replace("]", "").replace(",", "_")
         argv = ["run", "--editor", spec, "--model", args.model, "--dataset", str(data), "--split", "all",
-                "--out", str(run_dir)] + quiet
+                "--out", str(run_dir)] + placement + quiet
         if args.cases:
             argv += ["--limit", str(args.cases)]
         if spec.startswith("dike"):

@@ -59,7 +59,8 @@ def model_fingerprint(model: Any) -> str:
 
 
 def pre_edit_cache_path(model_name: str, fingerprint: str, model: Any = None) -> Path:
-    weights = model_fingerprint(model) if model is not None else ""
+    from editors.placement import placement_tag
+    weights = model_fingerprint(model) + placement_tag(model) if model is not None else ""
     key = hashlib.sha256(f"{model_name}|{weights}|{fingerprint}|v{PRE_EDIT_VERSION}".encode()).hexdigest()[:16]
     return cache_dir() / "pre_edit" / f"{key}.json"
 

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.commands import add_placement_args
 from harness.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model, tok, key = load_named_model(args.model)
+    model, tok, key = load_named_model(args.model, args.device, args.dtype)
     adapter = adapter_for(model)
     hp = DikeEditor.from_config(key, {}).hparams
     n_layers = adapter.n_layers(model)
@@ -96,7 +97,8 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("train-krd", help="train DiKE's KRD disentangler for a model (once; resumable)")
-    p.add_argument("--model", required=True, help="smollm2-135m, a hub id, a local folder, or tiny:FAMILY")
+    p.add_argument("--model", required=True, help="smollm2-135m, a hub id, a local folder, tiny:FAMILY or random:NAME")
+    add_placement_args(p)
     p.add_argument("--data", default="out/fineked", help="a FINE-KED build (krd_train) or hub id (default: %(default)s)")
     p.add_argument("--samples", type=int, default=None, help="use this many krd_train records (default: all)")
     p.add_argument("--siblings", type=int, default=1, help="|N|: sibling facts per sample in L_con, 1-10")

@@ -37,6 +37,7 @@ from harness.datasets import Dataset
 from harness.errors import UserError
 from harness.evaluate import evaluate_cases, load_or_compute_pre_edit, pre_edit_cache_path
 from harness.provenance import library_versions, git_commit
+from editors.placement import model_placement, peak_memory_mb, placement_fields, placement_tag, reset_peak_memory
 
 log = logging.getLogger(__name__)
 MODES = ("single", "batch", "subject", "sequential")
@@ -145,6 +146,15 @@ class RunningMeans:
 
     def postfix(self) -> dict[str, str]:
         return {n: f"{100 * self.sums[n] / c:.1f}" for n, c in self.counts.items() if c}
+
+
+def peak_summary(lines: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """The largest GPU peak (MiB, torch.cuda.max_memory_allocated) of any edit and any evaluation batch; None on CPU."""
+    out: dict[str, float | None] = {}
+    for phase in ("edit", "eval"):
+        vals = [ln["gpu_peak_mb"][phase] for ln in lines if (ln.get("gpu_peak_mb") or {}).get(phase) is not None]
+        out[phase] = max(vals) if vals else None
+    return out
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
@@ -265,7 +275,8 @@ class Run:
         return {"model": c.model, "editor": self.editor_name, "hparams_hash": self.hp_hash,
                 "dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint, "mode": c.mode,
                 "batch_size": c.batch_size, "eval_every": c.eval_every, "seed": c.seed,
-                "gen_tokens": c.gen_tokens, "score_batch_size": c.score_batch_size}
+                "gen_tokens": c.gen_tokens, "score_batch_size": c.score_batch_size,
+                **({"placement": placement_tag(self.model)[1:]} if placement_tag(self.model) else {})}
 
     def manifest(self, cfg: dict[str, Any]) -> dict[str, Any]:
         return {"config": cfg, "config_hash": config_hash(cfg), "model": self.config.model,
@@ -274,7 +285,8 @@ class Run:
                 "overrides": self.config.overrides,
                 "dataset": {"name": self.dataset.name, "spec": self.dataset.spec, "split": self.dataset.split,
                             "fingerprint": self.dataset.fingerprint, "n_records": len(self.dataset.records)},
-                "seed": self.config.seed, "versions": library_versions(), "git_commit": git_commit(),
+                "seed": self.config.seed, "placement": placement_fields(self.model),
+                "versions": library_versions(), "git_commit": git_commit(),
                 "command": self.command, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     def execute(self) -> dict[str, Any]:
@@ -309,14 +321,16 @@ class Run:
             rows = self._restoring(records, batches)
         summary = {k: dataclasses.asdict(v) for k, v in aggregate([r["metrics"] for r in rows],
                                                                   seed=self.config.seed).items()}
-        (self.out / "summary.json").write_text(json.dumps({"n_cases": len(rows), "metrics": summary}, indent=2))
+        (self.out / "summary.json").write_text(json.dumps({"n_cases": len(rows), "metrics": summary,
+                                                           "gpu_peak_mb": peak_summary(rows)}, indent=2))
         return summary
 
     def _line(self, r: EditRecord, batch: Sequence[EditRecord], metrics: dict, edit_s: float, eval_s: float,
-              extra: dict | None = None) -> dict[str, Any]:
+              extra: dict | None = None, peak: dict | None = None) -> dict[str, Any]:
         return {"case_id": r.case_id, "editor": self.editor_name, "hparams_hash": self.hp_hash,
                 "batch": [b.case_id for b in batch], "metrics": metrics,
-                "edit_s": edit_s, "eval_s": eval_s, **(extra or {})}
+                "edit_s": edit_s, "eval_s": eval_s, "gpu_peak_mb": peak or {"edit": None, "eval": None},
+                **(extra or {})}
 
     def _evaluate(self, batch: Sequence[EditRecord]) -> list[dict]:
         relations = [rel for rel, _ in self.companions.get(batch[0].case_id, [])]
@@ -340,19 +354,24 @@ class Run:
             if not todo:
                 continue
             seed_everything(batch_seed(self.config.seed, batch[0].case_id))
+            device = model_placement(self.model)[0]
+            reset_peak_memory(device)
             t0 = time.perf_counter()
             companions = [req for _, req in self.companions.get(batch[0].case_id, [])]
             result = self.editor.apply(self.model, self.tok, [edit_request(r) for r in batch] + companions)
             t1 = time.perf_counter()
+            peak = {"edit": peak_memory_mb(device)}
+            reset_peak_memory(device)
             rows = self._evaluate(batch)
             t2 = time.perf_counter()
+            peak["eval"] = peak_memory_mb(device)
             before = result.digests() if self.check_restore else None
             result.restore(self.model)
             if before is not None and parameter_digests(self.model, list(before)) != before:
                 raise RuntimeError(f"{self.editor_name}: restore was not bit-exact after batch {batch[0].case_id}")
             extra = {"companions": [c.case_id for c in companions]} if companions else None
             new = [self._line(r, batch, row, (t1 - t0) / (len(batch) + len(companions)), (t2 - t1) / len(batch),
-                              extra)
+                              extra, peak)
                    for r, row in zip(batch, rows) if r.case_id in {t.case_id for t in todo}]
             append_lines(path, new)
             for ln in new:
@@ -382,12 +401,16 @@ class Run:
         touched: set[str] = set(state.touched)
         bar = tqdm(total=len(records), initial=len(edited), disable=self.quiet,
                    desc=f"{self.editor_name} (sequential)", unit="edit")
+        device = model_placement(self.model)[0]
+        edit_peak: dict[str, float | None] = {}
         for batch in batches[done:]:
             seed_everything(batch_seed(self.config.seed, batch[0].case_id))
+            reset_peak_memory(device)
             t0 = time.perf_counter()
             res = self.editor.apply(self.model, self.tok, [edit_request(r) for r in batch])  # never restored
             for r in batch:
                 edit_s[r.case_id] = (time.perf_counter() - t0) / len(batch)
+                edit_peak[r.case_id] = peak_memory_mb(device)
             edited += batch
             touched |= set(res.originals)
             bar.update(len(batch))
@@ -401,9 +424,12 @@ class Run:
             state.save(self.model, self.editor, edited, edit_s, touched)  # after its checkpoint, never before
         bar.close()
         t1 = time.perf_counter()
+        reset_peak_memory(device)
         rows = self._evaluate_all(edited)
         eval_s = (time.perf_counter() - t1) / max(1, len(edited))
-        out = [self._line(r, [r], row, edit_s[r.case_id], eval_s, {"n_edits": len(edited)})
+        eval_peak = peak_memory_mb(device)  # the largest of the final evaluation's batches
+        out = [self._line(r, [r], row, edit_s[r.case_id], eval_s, {"n_edits": len(edited)},
+                          {"edit": edit_peak.get(r.case_id), "eval": eval_peak})
                for r, row in zip(edited, rows)]
         atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in out))  # all or nothing
         return out
