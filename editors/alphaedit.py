@@ -55,7 +55,7 @@ class AlphaEditEditor(LocateEditor):
         self.prev_keys = {}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """K_p per layer, so a saved sequential run can go on (harness.runner.SequentialState)."""
+        """K_p per layer, so a saved sequential run can go on (harness.rundir.SequentialState)."""
         return {f"prev_keys.{layer}": K for layer, K in self.prev_keys.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from fineked.records import LEVELS
 from harness.aggregate import Aggregate, aggregate
 from harness.errors import UserError
 from harness.metrics import METRIC_BY_NAME, METRICS, Metric
-from harness.runner import read_results
+from harness.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +50,11 @@ class RunData:
 
 
 def load_run(path: str | Path, n_boot: int = 1000) -> RunData:
-    path = Path(path)
-    mpath = path / "manifest.json"
-    if not mpath.exists():
-        raise UserError(f"{path} is not a run directory (no manifest.json); pass folders written by `fineked run`")
-    raw = mpath.read_bytes()
-    manifest = json.loads(raw)
-    lines = read_results(path / "results.jsonl")
+    rd = RunDir(path)
+    path = rd.path
+    manifest = rd.require_manifest()
+    raw = rd.manifest_path.read_bytes()
+    lines = rd.results()
     if not lines:
         raise UserError(f"{path} has no finished cases yet; rerun its `fineked run` command to finish it")
     rows = [ln["metrics"] for ln in lines]
@@ -221,7 +218,7 @@ CURVE_METRICS = ("ES", "PS", "NS", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok
 def sequential_points(run: RunData) -> list[tuple[int, dict[str, Aggregate]]]:
     """(edits so far, aggregates over the cases edited so far) at each checkpoint of a sequential run and at its end."""
     points = [(int(c["n_edits"]), {k: Aggregate(**v) for k, v in c["metrics"].items()})
-              for c in read_results(run.path / "checkpoints.jsonl")]
+              for c in RunDir(run.path).checkpoints()]
     return sorted(points) + [(len(run.rows), run.aggregates)]
 
 

@@ -6,17 +6,14 @@ Modes:
 - subject: subject-consistent batches, every edit of a batch shares one subject (paper Fig. 4, B=1/2/4/8);
 - sequential: edits accumulate, never restored; evaluated at checkpoints and at the end.
 
-A run directory holds manifest.json (config + provenance), results.jsonl (per case) and, for
-sequential runs, checkpoints.jsonl and sequential_state.* (the edited weights so far, for resuming). Re-running
-resumes; a different config refuses.
+The run folder (manifest, results, summary, sequential state, the lock and the config check) is harness.rundir's;
+this module keeps only the loop. Re-running resumes; a different config refuses.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -27,17 +24,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
 from editors.base import EditRequest, PreservedFact, parameter_digests
 from editors.hparams import hparams_hash
+from editors.placement import model_placement, peak_memory_mb, placement_fields, placement_tag, reset_peak_memory
 from editors.registry import display_name, make_editor
 from fineked.records import EditRecord
 from harness.aggregate import aggregate
 from harness.datasets import Dataset
 from harness.errors import UserError
 from harness.evaluate import evaluate_cases, load_or_compute_pre_edit, pre_edit_cache_path
-from harness.provenance import library_versions, git_commit
-from editors.placement import model_placement, peak_memory_mb, placement_fields, placement_tag, reset_peak_memory
+from harness.provenance import git_commit, library_versions
+from harness.rundir import RunDir, SequentialState, config_hash, now
 
 log = logging.getLogger(__name__)
 MODES = ("single", "batch", "subject", "sequential")
@@ -157,91 +154,6 @@ def peak_summary(lines: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     return out
 
 
-def config_hash(cfg: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def check_same_config(out: Path, cfg: dict[str, Any]) -> None:
-    path = out / "manifest.json"
-    if not path.exists():
-        return
-    old = json.loads(path.read_text())["config"]
-    if old != cfg:
-        diff = ", ".join(f"{k}: {old.get(k)!r} -> {cfg.get(k)!r}" for k in sorted(set(old) | set(cfg))
-                         if old.get(k) != cfg.get(k))
-        raise UserError(f"{out} already holds a run with another config ({diff}); use a new --out directory")
-
-
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """Complete lines of results.jsonl; a torn last line (killed mid-write) is cut off the file."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    good = raw[:raw.rfind(b"\n") + 1]
-    if len(good) != len(raw):
-        log.warning("%s: dropping a partial last line from an interrupted run", path)
-        path.write_bytes(good)
-    return [json.loads(ln) for ln in good.decode().splitlines() if ln.strip()]
-
-
-def append_lines(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    with path.open("a") as fh:
-        fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-class SequentialState:
-    """A sequential run's progress: the weights its edits touched, the editor's state (`state_dict()`, e.g.
-    AlphaEdit's accumulated keys) and the cases edited so far, in sequential_state.safetensors (+ .json).
-    Edits are seeded per batch, so going on from a saved state gives what an uninterrupted run gives."""
-
-    def __init__(self, out: Path):
-        self.weights, self.meta = out / "sequential_state.safetensors", out / "sequential_state.json"
-        self.edit_s: dict[str, float] = {}
-        self.touched: list[str] = []
-
-    def load(self, model: torch.nn.Module, editor: Any, batches: Sequence[Sequence[EditRecord]]) -> int:
-        """Number of leading batches the saved state covers (their edits now in model and editor); 0 if none."""
-        if not (self.weights.exists() and self.meta.exists()):
-            return 0
-        from safetensors.torch import load_file
-
-        meta = json.loads(self.meta.read_text())
-        ids = meta["case_ids"]
-        n, covered = 0, 0
-        while n < len(batches) and covered + len(batches[n]) <= len(ids):
-            if [r.case_id for r in batches[n]] != ids[covered:covered + len(batches[n])]:
-                break
-            covered += len(batches[n])
-            n += 1
-        if covered != len(ids):  # another case order or batching: the saved edits are not a prefix of this plan
-            log.warning("%s: saved edits are not a prefix of this run's plan; starting over", self.meta)
-            return 0
-        tensors = load_file(str(self.weights))
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name in meta["touched"]:
-                params[name].copy_(tensors[f"param/{name}"])
-        if hasattr(editor, "load_state_dict"):
-            editor.load_state_dict({k[len("editor/"):]: v for k, v in tensors.items() if k.startswith("editor/")})
-        self.edit_s, self.touched = meta["edit_s"], meta["touched"]
-        return n
-
-    def save(self, model: torch.nn.Module, editor: Any, edited: Sequence[EditRecord], edit_s: dict[str, float],
-             touched: set[str]) -> None:
-        from safetensors.torch import save
-
-        params = dict(model.named_parameters())
-        tensors = {f"param/{n}": params[n].detach().cpu().contiguous() for n in sorted(touched)}
-        if hasattr(editor, "state_dict"):
-            tensors.update({f"editor/{k}": v.detach().cpu().contiguous() for k, v in editor.state_dict().items()})
-        self.meta.unlink(missing_ok=True)  # weights first, then meta: a meta on disk always names complete weights
-        atomic_write_bytes(self.weights, save(tensors))
-        atomic_write_json(self.meta, {"case_ids": [r.case_id for r in edited], "touched": sorted(touched),
-                                      "edit_s": {r.case_id: edit_s[r.case_id] for r in edited}}, indent=None)
-
-
 @dataclass
 class Run:
     """Everything a run needs, with the model already loaded (the CLI loads it by name)."""
@@ -287,24 +199,20 @@ class Run:
                             "fingerprint": self.dataset.fingerprint, "n_records": len(self.dataset.records)},
                 "seed": self.config.seed, "placement": placement_fields(self.model),
                 "versions": library_versions(), "git_commit": git_commit(),
-                "command": self.command, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "command": self.command, "created": now()}
 
     def execute(self) -> dict[str, Any]:
-        """Run (or resume) to completion; returns the aggregates of every case."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Run (or resume) to completion, holding the folder's lock; returns the aggregates of every case."""
+        self.rundir = RunDir(self.out)
+        with self.rundir.locked():
+            return self._execute()
+
+    def _execute(self) -> dict[str, Any]:
         cfg = self.hashed_config()
-        check_same_config(self.out, cfg)
-        mpath = self.out / "manifest.json"
-        if not mpath.exists():
-            mpath.write_text(json.dumps(self.manifest(cfg), indent=2, sort_keys=True))
-        elif self.command:
-            m = json.loads(mpath.read_text())
-            if m.get("command") != self.command:  # resumed with another command (a larger --limit): it now names
-                m.setdefault("resumed", []).append({"command": self.command, "git_commit": git_commit(),  # the run
-                                                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-                m["command"] = self.command
-                mpath.write_text(json.dumps(m, indent=2, sort_keys=True))
-        records = list(self.dataset.records[:self.limit] if self.limit else self.dataset.records)
+        self.rundir.check_config(cfg)
+        self.pending_manifest = self.manifest(cfg)  # written with the first result (RunDir.ensure_manifest)
+        self.rundir.note_command(self.command)
+        records = list(self.dataset.records[:self.limit] if self.limit is not None else self.dataset.records)
         cache = pre_edit_cache_path(self.config.model, self.dataset.fingerprint, self.model) if self.pre_edit_cache else None
         self.pre = load_or_compute_pre_edit(self.model, self.tok, records, cache, self.config.score_batch_size)
         batches = plan_batches(records, self.config.mode, self.config.batch_size)
@@ -321,8 +229,7 @@ class Run:
             rows = self._restoring(records, batches)
         summary = {k: dataclasses.asdict(v) for k, v in aggregate([r["metrics"] for r in rows],
                                                                   seed=self.config.seed).items()}
-        (self.out / "summary.json").write_text(json.dumps({"n_cases": len(rows), "metrics": summary,
-                                                           "gpu_peak_mb": peak_summary(rows)}, indent=2))
+        self.rundir.write_summary({"n_cases": len(rows), "metrics": summary, "gpu_peak_mb": peak_summary(rows)})
         return summary
 
     def _line(self, r: EditRecord, batch: Sequence[EditRecord], metrics: dict, edit_s: float, eval_s: float,
@@ -338,8 +245,7 @@ class Run:
                               self.config.gen_tokens, skip_relations(batch, relations))
 
     def _restoring(self, records: list[EditRecord], batches: list[list[EditRecord]]) -> list[dict]:
-        path = self.out / "results.jsonl"
-        lines = read_results(path)
+        lines = self.rundir.results()
         done = {ln["case_id"] for ln in lines}
         wanted = {r.case_id for r in records}
         means = RunningMeans(LIVE_METRICS)
@@ -373,28 +279,29 @@ class Run:
             new = [self._line(r, batch, row, (t1 - t0) / (len(batch) + len(companions)), (t2 - t1) / len(batch),
                               extra, peak)
                    for r, row in zip(batch, rows) if r.case_id in {t.case_id for t in todo}]
-            append_lines(path, new)
+            self.rundir.ensure_manifest(self.pending_manifest)
+            self.rundir.append_results(new)
             for ln in new:
                 done.add(ln["case_id"])
                 means.add(ln["metrics"])
             bar.update(len(new))
             bar.set_postfix(means.postfix())
         bar.close()
-        by_id = {ln["case_id"]: ln for ln in read_results(path)}
+        by_id = {ln["case_id"]: ln for ln in self.rundir.results()}
         return [by_id[r.case_id] for r in records]
 
     def _sequential(self, records: list[EditRecord], batches: list[list[EditRecord]]) -> list[dict]:
         """Edits accumulate. After every batch the touched weights and the editor's state are saved
         (SequentialState); a resumed run, or one with a larger --limit, loads them and goes on from there."""
-        path, ckpt_path = self.out / "results.jsonl", self.out / "checkpoints.jsonl"
-        lines = read_results(path)
+        rd = self.rundir
+        lines = rd.results()
         if {ln["case_id"] for ln in lines} >= {r.case_id for r in records}:
             by_id = {ln["case_id"]: ln for ln in lines}
             return [by_id[r.case_id] for r in records]
         if lines:
-            path.unlink()  # a sequential result set is only valid complete (a shorter --limit ran before)
-        ckpts = {c["n_edits"] for c in read_results(ckpt_path)}
-        state = SequentialState(self.out)
+            rd.clear_results()  # a sequential result set is only valid complete (a shorter --limit ran before)
+        ckpts = {c["n_edits"] for c in rd.checkpoints()}
+        state = SequentialState(rd)
         done = state.load(self.model, self.editor, batches)
         edited: list[EditRecord] = [r for b in batches[:done] for r in b]
         edit_s: dict[str, float] = dict(state.edit_s)
@@ -418,9 +325,11 @@ class Run:
             if every and len(edited) % every < len(batch) and len(edited) < len(records) and len(edited) not in ckpts:
                 rows = self._evaluate_all(edited)
                 agg = aggregate(rows, seed=self.config.seed)
-                append_lines(ckpt_path, [{"n_edits": len(edited),
-                                          "metrics": {k: dataclasses.asdict(v) for k, v in agg.items()}}])
+                rd.ensure_manifest(self.pending_manifest)
+                rd.append_checkpoint({"n_edits": len(edited),
+                                      "metrics": {k: dataclasses.asdict(v) for k, v in agg.items()}})
                 bar.set_postfix({k: f"{100 * agg[k].value:.1f}" for k in LIVE_METRICS if k in agg})
+            rd.ensure_manifest(self.pending_manifest)
             state.save(self.model, self.editor, edited, edit_s, touched)  # after its checkpoint, never before
         bar.close()
         t1 = time.perf_counter()
@@ -431,7 +340,8 @@ class Run:
         out = [self._line(r, [r], row, edit_s[r.case_id], eval_s, {"n_edits": len(edited)},
                           {"edit": edit_peak.get(r.case_id), "eval": eval_peak})
                for r, row in zip(edited, rows)]
-        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in out))  # all or nothing
+        rd.ensure_manifest(self.pending_manifest)
+        rd.replace_results(out)  # all or nothing
         return out
 
     def _evaluate_all(self, records: Sequence[EditRecord], chunk: int = 64) -> list[dict]:

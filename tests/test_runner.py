@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.cache import read_tensor_entry
 from editors.base import parameter_digests
 from editors.tiny import tiny_model_and_tokenizer
 from harness import evaluate, runner
@@ -228,7 +229,7 @@ def test_sequential_state_resumes_without_replaying_edits(data, tmp_path, monkey
     monkeypatch.setattr(whole.editor.__class__, "apply", dies_on_fourth)
     with pytest.raises(KeyboardInterrupt):
         make_run(data, tmp_path / "b", editor="alphaedit", mode="sequential", eval_every=2, overrides=ALPHA).execute()
-    saved = json.loads((tmp_path / "b" / "sequential_state.json").read_text())
+    saved = read_tensor_entry(tmp_path / "b" / "sequential_state.safetensors")
     assert saved["case_ids"] == ["c1", "c2", "c3"]
     calls.clear()
     resumed = make_run(data, tmp_path / "b", editor="alphaedit", mode="sequential", eval_every=2, overrides=ALPHA)
