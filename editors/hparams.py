@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,8 +33,54 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         if "=" not in pair:
             raise HparamsError(f"--set expects key=value, got {pair!r}")
         k, v = pair.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as exc:
+            where = f" ({exc.problem})" if getattr(exc, "problem", None) else ""
+            raise HparamsError(f"--set {pair}: the value is not valid YAML{where}; e.g. --set layers=[4,5]") from None
     return out
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether value matches a dataclass field's type (int, float, bool, str, X | None, list[X], tuple, dict)."""
+    if hint is Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0] if args else Any) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _numbers(v)]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def check_values(cls: type, editor: str, values: dict[str, Any]) -> None:
+    """Every hparam has its field's type and is a finite number >= 0 where numeric (counts, rates, weights,
+    layers): a bad --set ends in one line naming it."""
+    hints = typing.get_type_hints(cls)
+    for k, v in values.items():
+        if not _fits(v, hints.get(k, Any)):
+            kind = hints[k].__name__ if isinstance(hints[k], type) else str(hints[k])
+            raise HparamsError(f"{editor}: {k}={v!r} must be {kind}; fix it with --set {k}=...")
+        if any(not math.isfinite(x) or x < 0 for x in _numbers(v)):
+            raise HparamsError(f"{editor}: {k}={v!r} must be a finite number >= 0; fix it with --set {k}=...")
 
 
 def yaml_path(editor: str, model_key: str) -> Path:
@@ -57,6 +106,7 @@ def load_hparams(cls: type[T], editor: str, model_key: str, overrides: dict[str,
     unknown = sorted(set(values) - names)
     if unknown:
         raise HparamsError(f"{editor}: unknown hparam(s) {unknown}; known: {sorted(names)}")
+    check_values(cls, editor, values)
     return cls(**values)
 
 

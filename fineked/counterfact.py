@@ -16,19 +16,19 @@ from pathlib import Path
 
 from common.cache import atomic_write_bytes
 from fineked.paths import COUNTERFACT_SAMPLE, cache_dir
-from fineked.records import EditRecord, RecordError, record_from_dict
+from fineked.records import DataFileError, EditRecord, RecordError, read_json_lines, record_from_dict
 
 log = logging.getLogger(__name__)
 
 
 def _read_json_records(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        text = fh.read()
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if raw.lstrip().startswith(b"["):
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise DataFileError(f"{path}: not a valid JSON array of records ({exc})") from None
+    return [d for _, d in read_json_lines(path, raw)]
 
 
 def _download(url: str) -> Path:

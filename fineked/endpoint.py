@@ -5,8 +5,9 @@ import fcntl
 import logging
 import os
 import shutil
-import sys
+import signal
 import socket
+import sys
 import subprocess
 import time
 import urllib.error
@@ -45,13 +46,24 @@ def store_for(snapshot: Path = SNAPSHOT) -> Path:
         shutil.rmtree(store, ignore_errors=True)
         log.info("loading %s into Oxigraph (once)", snapshot.name)
         proc = subprocess.run([oxigraph_binary(), "load", "--location", str(store), "--file", str(snapshot)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, preexec_fn=_die_with_parent)
         if proc.returncode != 0:
             shutil.rmtree(store, ignore_errors=True)
             first = (proc.stderr.strip().splitlines() or ["no message"])[0]
             raise SparqlError(f"oxigraph load of {snapshot} failed: {first}")
         (store / ".loaded").write_text(snapshot.name + "\n")
     return store
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: Linux sends it SIGTERM when its parent dies, even by SIGKILL, so no
+    Oxigraph outlives the `fineked` that started it (SIGTERM and Ctrl-C also stop it through LocalEndpoint.stop)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def free_port() -> int:
@@ -88,7 +100,7 @@ class LocalEndpoint:
         store = store_for(self.snapshot)
         self.proc = subprocess.Popen(
             [oxigraph_binary(), "serve-read-only", "--location", str(store), "--bind", f"127.0.0.1:{self.port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -83,6 +83,10 @@ def _rows(source: str | Path, config: str, split: str) -> list[dict]:
     path = Path(source)
     if path.exists():
         parquet = path / ("data" if config == "default" else "krd_train") / f"{split}.parquet"
+        missing = [p for p in (*UPLOAD_PATHS, "krd_train/train.parquet") if not (path / p).exists()]
+        if parquet.exists() and missing:  # the card is written last: without it the build stopped part-way
+            raise FileNotFoundError(f"{path} is a partly written build (no {', '.join(missing)}); rerun "
+                                    f"`fineked build --out {path}`")
         if parquet.exists():
             import pyarrow.parquet as pq
 

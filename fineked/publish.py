@@ -11,6 +11,9 @@ from fineked.records import LEVELS
 log = logging.getLogger(__name__)
 
 
+STAGED_MARK = ".fineked-staged"
+
+
 class PublishError(FileNotFoundError):
     """Missing build or bad upload folder (shown as one line)."""
 
@@ -20,9 +23,13 @@ def upload_folder(data: Path, dest: Path) -> Path:
     for p in UPLOAD_PATHS:
         if not (data / p).exists():
             raise PublishError(f"{data / p} is missing; run `fineked build --out {data}` first")
-    if dest.exists():
+    if dest.exists():  # replace only a folder this function made, never one the user put there
+        if not (dest / STAGED_MARK).exists():
+            raise PublishError(f"{dest} exists and was not staged by `fineked publish`; move it away or pass "
+                               "another staging folder")
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
+    (dest / STAGED_MARK).write_text("staged by `fineked publish`; replaced by the next publish\n")
     for p in UPLOAD_PATHS:
         src = data / p
         if src.is_dir():
@@ -63,8 +70,13 @@ def publish(data: Path, repo_id: str, private: bool = False, dry_run: bool = Fal
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
-                                   commit_message="Upload FINE-KED build")
+                                   ignore_patterns=[STAGED_MARK], commit_message="Upload FINE-KED build")
     except HfHubHTTPError as exc:  # the message carries the URL and status, never the token
         raise PublishError(f"upload to {repo_id} failed: {str(exc).splitlines()[0]}; check `hf auth login` / HF_TOKEN") from exc
+    except Exception as exc:  # network down, DNS, TLS, proxy: the client libraries raise many types
+        if isinstance(exc, PublishError):
+            raise
+        raise PublishError(f"upload to {repo_id} failed: cannot reach the Hub ({type(exc).__name__}); check the "
+                           "network and rerun `fineked publish`") from exc
     return {"folder": str(folder), "rows": counts, "uploaded": True, "repo_url": str(url),
             "commit": getattr(commit, "oid", None)}

@@ -5,7 +5,10 @@ without a leading space; the scorer handles tokenizer spacing.
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 LEVELS = ("easy", "middle", "hard")
@@ -17,6 +20,45 @@ class RecordError(ValueError):
     def __init__(self, case_id: Any, field_name: str, problem: str):
         self.case_id, self.field_name = case_id, field_name
         super().__init__(f"record {case_id!r}: field {field_name!r} {problem}")
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read as records; the message names the file, the line and the fix."""
+
+
+def read_json_lines(path: Path, text: bytes | None = None) -> list[tuple[int, Any]]:
+    """(line number, parsed value) for every non-empty line of a JSONL file; a byte that is not UTF-8 or a line
+    that is not JSON stops with the file and line named."""
+    raw = path.read_bytes() if text is None else text
+    out = []
+    for i, line in enumerate(raw.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((i, json.loads(line.decode("utf-8"))))
+        except UnicodeDecodeError as exc:
+            raise DataFileError(f"{path}:{i}: byte {exc.start + 1} of the line is not UTF-8; save the file as "
+                                "UTF-8") from None
+        except ValueError as exc:
+            raise DataFileError(f"{path}:{i}: not valid JSON ({exc}); fix or delete that line") from None
+    return out
+
+
+def records_from_lines(path: Path, lines: list[tuple[int, Any]]) -> list[EditRecord]:
+    """Validated records, each error naming the file and line; case ids must be unique as strings."""
+    out: list[EditRecord] = []
+    seen: dict[str, int] = {}
+    for i, d in lines:
+        try:
+            r = record_from_dict(d)
+        except RecordError as exc:
+            raise DataFileError(f"{path}:{i}: {exc}") from None
+        if r.case_id in seen:
+            raise DataFileError(f"{path}:{i}: case id {r.case_id!r} is already used on line {seen[r.case_id]} "
+                                "(ids are compared as strings); give every case its own id")
+        seen[r.case_id] = i
+        out.append(r)
+    return out
 
 
 @dataclass(frozen=True)
@@ -120,8 +162,8 @@ def record_from_dict(d: dict) -> EditRecord:
         if level not in LEVELS:
             raise RecordError(case_id, f"{where}.level", f"must be one of {LEVELS}, got {level!r}")
         sim = f.get("similarity")
-        if not isinstance(sim, (int, float)):
-            raise RecordError(case_id, f"{where}.similarity", "must be a number")
+        if isinstance(sim, bool) or not isinstance(sim, (int, float)) or not math.isfinite(sim) or not -1 <= sim <= 1:
+            raise RecordError(case_id, f"{where}.similarity", f"must be a cosine similarity in [-1, 1], got {sim!r}")
         fine.append(FineGrainedFact(_req(f, "relation_id", case_id), _req(f, "prompt", case_id),
                                     _target(f, "target", case_id), float(sim), level))
     cons = []

@@ -15,6 +15,7 @@ import re
 import socket
 import time
 import urllib.error
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,8 +113,12 @@ def _retry_after(exc: urllib.error.HTTPError) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:  # an HTTP date; anything else ("soon") is no hint: the exponential backoff applies
         when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time()) if when else None
 
 
 def _simplify(result: dict) -> list[dict[str, str]]:
@@ -136,6 +141,10 @@ class SparqlClient:
     network_queries: Counter = field(default_factory=Counter)
     cache_hits: Counter = field(default_factory=Counter)
     rows: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if urllib.parse.urlsplit(self.endpoint).scheme not in ("http", "https"):
+            raise SparqlError(f"endpoint {self.endpoint!r} is not an http(s) URL; e.g. https://query.wikidata.org/sparql")
 
     def _cache_path(self, query: str) -> Path | None:
         if self.cache is None:
@@ -195,7 +204,8 @@ class SparqlClient:
                 raise SparqlError(f"{where}: the response is not SPARQL JSON (label service or a proxy page?); "
                                   "use plain rdfs:label joins and check the URL") from exc
             else:
-                if not isinstance(result, dict) or "results" not in result:
+                results = result.get("results") if isinstance(result, dict) else None
+                if not isinstance(results, dict) or not isinstance(results.get("bindings"), list):
                     raise SparqlError(f"{where}: the response is not SPARQL JSON results; check the endpoint URL")
                 return result
             if attempt + 1 < self.retries:

@@ -5,11 +5,13 @@ line on stderr naming the fix, exit status 2. `--debug` shows the traceback inst
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+
+from common.args import OneLineParser
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -25,7 +27,7 @@ COMMAND_MODULES = [
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that are the user's input at fault: shown as one line, not a traceback."""
     errs: list[type[BaseException]] = [FileNotFoundError, NotADirectoryError, PermissionError]
-    for mod, names in [("fineked.records", ["RecordError"]), ("editors.registry", ["UnknownEditor"]),
+    for mod, names in [("fineked.records", ["RecordError", "DataFileError"]), ("editors.locate.stats", ["StatsError"]), ("editors.registry", ["UnknownEditor"]),
                        ("editors.models", ["ModelLoadError"]), ("editors.placement", ["PlacementError"]), ("editors.hparams", ["HparamsError"]),
                        ("editors.adapters", ["UnknownModelFamily"]), ("fineked.sparql", ["SparqlError"]),
                        ("harness.errors", ["UserError"]),
@@ -38,10 +40,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fineked", description=__doc__.splitlines()[0])
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="fineked", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for mod in COMMAND_MODULES:
         try:
             m = importlib.import_module(mod)
@@ -53,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C: context managers stop the Oxigraph server, release the run folder's lock, ...
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded in run manifests

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common.args import number
 from harness.errors import UserError
 
 TINY_PREFIX = "tiny:"  # tiny:gpt2 / tiny:gptj / tiny:llama: random test models, no download
@@ -57,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from editors.hparams import parse_overrides
     from harness.datasets import load_dataset
+    from harness.rundir import RunDir
     from harness.runner import Run, RunConfig
 
     if args.threads:
@@ -64,6 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = RunConfig(model=args.model, editor=args.editor, mode=args.mode, batch_size=args.batch_size,
                     eval_every=args.eval_every, seed=args.seed, overrides=parse_overrides(args.set),
                     gen_tokens=args.fluency_tokens, score_batch_size=args.score_batch_size)
+    if args.out:
+        RunDir(args.out)  # refuses a file before the model loads
     dataset = load_dataset(args.dataset, args.split)
     if not dataset.records:
         raise UserError(f"dataset {args.dataset!r} has no records")
@@ -115,20 +119,20 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--split", choices=["easy", "middle", "hard", "all"],
                    help="FINE-KED level; all: cases with facts at every level, R-Loc reported per level")
     p.add_argument("--mode", default="single", choices=["single", "batch", "subject", "sequential"])
-    p.add_argument("--batch-size", type=int, default=1, help="edits per apply() (batch/subject/sequential)")
-    p.add_argument("--eval-every", type=int, default=0, help="sequential: evaluate every N edits")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=number(int, 1), default=1, help="edits per apply() (batch/subject/sequential)")
+    p.add_argument("--eval-every", type=number(int, 0), default=0, help="sequential: evaluate every N edits")
+    p.add_argument("--seed", type=number(int, 0), default=0)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override an editor hparam (repeatable)")
-    p.add_argument("--limit", type=int, help="only the first N cases (a later larger --limit resumes)")
+    p.add_argument("--limit", type=number(int, 1), help="only the first N cases (a later larger --limit resumes)")
     p.add_argument("--out", help="run directory (default runs/DATASET__MODEL__EDITOR__MODE)")
-    p.add_argument("--fluency-tokens", type=int, default=0,
+    p.add_argument("--fluency-tokens", type=number(int, 0), default=0,
                    help="greedy tokens generated from each subject for the fluency metric (0: off)")
-    p.add_argument("--score-batch-size", type=int, default=32, help="(prompt, target) pairs per forward pass")
+    p.add_argument("--score-batch-size", type=number(int, 1), default=32, help="(prompt, target) pairs per forward pass")
     p.add_argument("--check-restore", action="store_true", help="verify bit-exact restores by tensor hashes")
     p.add_argument("--vstar-cache", type=Path, metavar="DIR",
                    help="reuse v* optimisations across runs (rome, memit, alphaedit, their -C variants, dike and "
                         "its ablations); keyed by the exact weights, request, settings and code, so results are unchanged")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--threads", type=number(int, 0), default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_run)
 

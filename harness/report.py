@@ -262,6 +262,13 @@ def batch_curves(runs: Sequence[RunData], out: Path) -> str | None:
     return md
 
 
+def file_stem(name: str) -> str:
+    """A file name for a dataset name read from a manifest: letters, digits, '-', '_' and inner dots only, so no
+    manifest can name a path ('../../x') or a hidden file."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "dataset"
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 def write_report(run_dirs: Sequence[str | Path], out: Path, common: bool = False) -> dict[str, str]:
     """Tables per dataset plus the R-Loc chart; returns the Markdown per dataset. common: only the cases every run
     has."""
@@ -277,9 +284,10 @@ def write_report(run_dirs: Sequence[str | Path], out: Path, common: bool = False
         header, body = table_rows(group)
         md = markdown(header, body)
         md_out[name] = md
-        (out / f"{name}.md").write_text(f"## {name}\n\nMean [bootstrap 95 % CI]; n = cases.\n\n{md}")
-        (out / f"{name}.csv").write_text(csv_text(group))
-        (out / f"{name}.tex").write_text(latex(header, body, f"{name}: mean [bootstrap 95\\% CI]"))
+        stem = file_stem(name)
+        (out / f"{stem}.md").write_text(f"## {name}\n\nMean [bootstrap 95 % CI]; n = cases.\n\n{md}")
+        (out / f"{stem}.csv").write_text(csv_text(group))
+        (out / f"{stem}.tex").write_text(latex(header, body, f"{name}: mean [bootstrap 95\\% CI]"))
     for name, curve in (("sequential", sequential_curves), ("batch", batch_curves)):
         curve_md = curve(runs, out)
         if curve_md:

@@ -30,7 +30,7 @@ from editors.placement import model_placement, peak_memory_mb, placement_fields,
 from editors.registry import display_name, make_editor
 from fineked.records import EditRecord
 from harness.aggregate import aggregate
-from harness.datasets import Dataset
+from harness.datasets import Dataset, check_lengths
 from harness.errors import UserError
 from harness.evaluate import evaluate_cases, load_or_compute_pre_edit, pre_edit_cache_path
 from harness.provenance import git_commit, library_versions
@@ -56,8 +56,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UserError(f"unknown --mode {self.mode!r}; use one of {', '.join(MODES)}")
-        if self.batch_size < 1:
-            raise UserError("--batch-size must be at least 1")
+        for flag, value, low in (("--batch-size", self.batch_size, 1), ("--eval-every", self.eval_every, 0),
+                                 ("--fluency-tokens", self.gen_tokens, 0), ("--score-batch-size", self.score_batch_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UserError(f"{flag} must be an integer of at least {low}, got {value!r}")
         if self.mode == "single" and self.batch_size != 1:
             raise UserError("--mode single edits one case at a time; use --mode batch for --batch-size > 1")
 
@@ -172,8 +174,12 @@ class Run:
     vstar_cache: Path | None = None  # v* memo folder, for editors that have one (editors.locate.vstar_cache)
 
     def __post_init__(self) -> None:
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise UserError(f"--limit must be an integer of at least 1, got {self.limit!r}")
         self.editor = make_editor(self.config.editor, self.model_key, self.config.overrides)
         self.editor_name = display_name(self.editor)
+        if self.quiet:
+            self.editor.quiet = True  # no progress bars from the editor either (statistics, states)
         if self.vstar_cache is not None:
             if hasattr(self.editor, "vstar_cache"):
                 self.editor.vstar_cache = Path(self.vstar_cache)
@@ -208,11 +214,13 @@ class Run:
             return self._execute()
 
     def _execute(self) -> dict[str, Any]:
+        records = list(self.dataset.records[:self.limit] if self.limit is not None else self.dataset.records)
+        check_lengths(records, self.tok, getattr(self.model.config, "max_position_embeddings", None)
+                      or getattr(self.model.config, "n_positions", None))
         cfg = self.hashed_config()
         self.rundir.check_config(cfg)
         self.pending_manifest = self.manifest(cfg)  # written with the first result (RunDir.ensure_manifest)
         self.rundir.note_command(self.command)
-        records = list(self.dataset.records[:self.limit] if self.limit is not None else self.dataset.records)
         cache = pre_edit_cache_path(self.config.model, self.dataset.fingerprint, self.model) if self.pre_edit_cache else None
         self.pre = load_or_compute_pre_edit(self.model, self.tok, records, cache, self.config.score_batch_size)
         batches = plan_batches(records, self.config.mode, self.config.batch_size)

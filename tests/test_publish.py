@@ -12,14 +12,14 @@ import threading
 
 import pytest
 
-from fineked.publish import PublishError, publish
+from fineked.publish import STAGED_MARK, PublishError, publish
 from fineked.records import LEVELS
 
 
 def test_dry_run_writes_the_upload_folder_and_loads_every_split(small_build, tmp_path):
     res = publish(small_build["out"], "org/fineked", dry_run=True, staging=tmp_path / "up")
     up = tmp_path / "up"
-    assert sorted(p.name for p in up.iterdir()) == ["README.md", "data", "krd_train"]
+    assert sorted(p.name for p in up.iterdir()) == [STAGED_MARK, "README.md", "data", "krd_train"]
     assert res["uploaded"] is False
     for lv in LEVELS:
         assert res["rows"][lv] == sum(any(f["level"] == lv for f in r["fine_grained"]) for r in small_build["result"].eval_records)
