@@ -15,7 +15,7 @@ import torch
 
 from editors.adapters import adapter_for
 from editors.base import EditRequest, EditResult
-from editors.hparams import load_hparams
+from editors.hparams import HparamsError, load_hparams
 from editors.text import encode_pair
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,12 @@ class FTEditor:
 
     def layers(self, model: Any) -> list[int]:
         adapter = adapter_for(model)
-        return list(self.hparams.layers) if self.hparams.layers is not None \
-            else [adapter.default_edit_layer(adapter.n_layers(model))]
+        n = adapter.n_layers(model)
+        layers = list(self.hparams.layers) if self.hparams.layers is not None else [adapter.default_edit_layer(n)]
+        if any(not 0 <= l < n for l in layers):
+            raise HparamsError(f"ft: layers {layers} out of range for a {n}-layer model; "
+                               f"use --set layers=[...] with values in 0..{n - 1}")
+        return layers
 
     def apply(self, model: Any, tok: Any, requests: Sequence[EditRequest]) -> EditResult:
         hp, adapter = self.hparams, adapter_for(model)

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     args = ap.parse_args(argv)
     try:
-        records = load_dataset(args.data, args.split).records
+        records = load_dataset(args.data, None if args.data.endswith(".jsonl") else args.split).records  # .jsonl: no levels
     except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -200,7 +200,7 @@ class SparqlClient:
             except SPARQLWrapperException as exc:
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise SparqlError(f"{where}: {msg}; the query was rejected, check fineked/queries/{name}.rq") from exc
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, TypeError) as exc:  # TypeError: JSON, but not an object
                 raise SparqlError(f"{where}: the response is not SPARQL JSON (label service or a proxy page?); "
                                   "use plain rdfs:label joins and check the URL") from exc
             else:

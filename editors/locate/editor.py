@@ -16,7 +16,7 @@ import torch
 
 from editors.adapters import ModelAdapter, adapter_for
 from editors.base import EditRequest, EditResult
-from editors.hparams import load_hparams
+from editors.hparams import HparamsError, load_hparams
 from editors.locate.fingerprint import model_fingerprint
 from editors.locate.keys import preserved_keys
 from editors.locate.prefixes import prefix_groups
@@ -95,7 +95,7 @@ class LocateEditor:
         layers = list(self.hparams.layers) if self.hparams.layers else self.default_layers(n, adapter)
         bad = [l for l in layers if not 0 <= l < n]
         if bad:
-            raise ValueError(f"{self.name}: layers {bad} out of range for a {n}-layer model; "
+            raise HparamsError(f"{self.name}: layers {bad} out of range for a {n}-layer model; "
                              f"use --set layers=[...] with values in 0..{n - 1}")
         return layers
 
