@@ -1,6 +1,6 @@
 """Edit speed and efficacy of the locate-and-edit editors on SmolLM2 (CPU), against the optimisation floor.
 
-For each editor and each CounterFact case (from the bundled-format sample): edit, score, restore. Prints per
+For each editor and each CounterFact case (the bundled sample, or --counterfact): edit, score, restore. Prints per
 editor the median seconds per edit with its breakdown (keys, v* optimisation, statistics, solve, one evaluation),
 the floor (the same number of forward and backward passes on the same v* batch, done bare: one plain hook adding a
 leaf vector at the same site, no editor code), their ratio (target <= 1.3), and ES/PS/NS (probability protocol:
@@ -12,11 +12,8 @@ mean token NLL of o* vs o). Run twice: the second run must show stats = 0 (cache
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -26,8 +23,7 @@ from editors.placement import model_placement
 from editors.registry import make_editor
 from harness.commands import add_placement_args, load_named_model
 from editors.locate.vstar import build_batch
-
-CF = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json.gz"
+from fineked.counterfact import raw_records
 
 
 @torch.no_grad()
@@ -82,6 +78,8 @@ def main() -> None:
     ap.add_argument("--editors", default="rome,memit,alphaedit")
     ap.add_argument("--cases", type=int, default=10)
     ap.add_argument("--offset", type=int, default=0, help="first CounterFact record to use")
+    ap.add_argument("--counterfact", default=None,
+                    help="CounterFact records (EasyEdit JSON/JSONL path, URL or hub id); default: the bundled sample")
     ap.add_argument("--model", default="smollm2-135m")
     add_placement_args(ap)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
@@ -91,7 +89,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from editors.hparams import parse_overrides
 
-    records = json.load(gzip.open(CF))[args.offset:args.offset + args.cases]
+    try:
+        records = raw_records(args.counterfact)[args.offset:args.offset + args.cases]
+    except FileNotFoundError as exc:
+        raise SystemExit(f"bench_edit: {exc}") from None
     model, tok, key = load_named_model(args.model, args.device, args.dtype)
     header = (f"{'editor':10} {'edit s':>7} {'keys':>6} {'v*':>6} {'stats':>6} {'solve':>6} {'eval':>6} "
               f"{'floor':>6} {'ratio':>6} {'steps':>5} {'ES':>5} {'PS':>5} {'NS':>5}")

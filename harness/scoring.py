@@ -5,7 +5,7 @@ Spacing and BOS handling live in editors.text.encode_pair, shared with the edito
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -60,6 +60,22 @@ def forward_padded(model: Any, seqs: Sequence[list[int]], pad_id: int, padding_s
     return out.logits.float(), offsets
 
 
+def pad_id_of(tok: Any) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+
+def length_sorted_batches(encoded: Sequence[tuple[list[int], list[int]]], batch_size: int
+                          ) -> Iterator[tuple[list[int], list[list[int]]]]:
+    """(indices, input sequences) per batch of encoded (prompt, target) pairs, sorted by length so batches pad little.
+
+    The last target token is never an input: it has nothing left to predict.
+    """
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield idx, [encoded[i][0] + encoded[i][1][:-1] for i in idx]
+
+
 def score_pairs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 32,
                 padding_side: str = "right") -> list[TargetScore]:
     """Teacher-forced log-probs and argmax of every target after its prompt, in padded batches.
@@ -67,14 +83,9 @@ def score_pairs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_si
     Pairs are sorted by length so each batch pads little; results come back in input order.
     """
     encoded = [encode_pair(tok, p, t) for p, t in pairs]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     results: list[TargetScore | None] = [None] * len(encoded)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        # the last target token is never an input: it has nothing left to predict
-        seqs = [encoded[i][0] + encoded[i][1][:-1] for i in idx]
-        logits, offsets = forward_padded(model, seqs, pad_id, padding_side)
+    for idx, seqs in length_sorted_batches(encoded, batch_size):
+        logits, offsets = forward_padded(model, seqs, pad_id_of(tok), padding_side)
         logp = torch.log_softmax(logits, dim=-1)
         for row, i in enumerate(idx):
             p_ids, t_ids = encoded[i]
