@@ -109,10 +109,10 @@ class AlphaEditEditor(LocateEditor):
             Pl = P[layer].to(device=K.device, dtype=torch.float64)
             return alphaedit_delta(R, K, Pl, None if prev is None else prev.to(K.device), hp.L2)
 
-        spread_update(model, tok, adapter, layers, requests, prefixes, Z, timer, layer_delta)
+        diags = spread_update(model, tok, adapter, layers, requests, prefixes, Z, timer, layer_delta, tvs)
         for layer, K in new_keys.items():  # sequential editing: later edits must also keep these outputs
             prev = self.prev_keys.get(layer)
             self.prev_keys[layer] = K if prev is None else torch.cat([prev, K], dim=1)
         result.added = {l: K.shape[1] for l, K in new_keys.items()}
         result.info.update(vstar_steps=[tv.steps for tv in tvs], vstar_nll=[(tv.nll_init, tv.nll) for tv in tvs],
-                           null_dims={l: int(torch.trace(P[l]).round()) for l in layers})
+                           null_dims={l: int(torch.trace(P[l]).round()) for l in layers}, diagnostics=diags)

@@ -15,7 +15,8 @@ import torch
 
 from editors.adapters import ModelAdapter
 from editors.base import EditRequest, EditResult
-from editors.locate.editor import LocateEditor, LocateHparams, Timer
+from editors.locate.editor import LocateEditor, LocateHparams, Timer, subject_states, vstar_diagnostics, \
+    written_diagnostics
 from editors.locate.keys import block_outputs_at_subject, compute_keys
 from editors.locate.solve import memit_delta
 from editors.locate.vstar import TargetValue
@@ -47,12 +48,15 @@ def target_residuals(model: Any, tok: Any, adapter: ModelAdapter, z_layer: int, 
 
 
 def spread_update(model: Any, tok: Any, adapter: ModelAdapter, layers: list[int], requests: Sequence[EditRequest],
-                  prefixes: list[str], Z: torch.Tensor, timer: Timer, layer_delta: Any) -> None:
+                  prefixes: list[str], Z: torch.Tensor, timer: Timer, layer_delta: Any,
+                  tvs: Sequence[TargetValue] = ()) -> list[dict[str, Any]]:
     """The shared MEMIT/AlphaEdit loop: at each layer, the remaining residual's share goes into that layer.
 
-    layer_delta(i, layer, R, K) -> Δ (d_out, d_in) float64.
+    layer_delta(i, layer, R, K) -> Δ (d_out, d_in) float64. Returns per-request diagnostics: the v* end state of
+    `tvs` and how much of each z − h_L the whole update wrote at h_L (editors.locate.editor.written_diagnostics).
     """
     pairs = [(r.prompt, r.subject) for r in requests]
+    before = subject_states(model, tok, adapter, layers[-1], requests)
     for i, layer in enumerate(layers):
         with timer("keys"):
             K = compute_keys(model, tok, adapter, layer, requests, prefixes).T  # (d_in, n)
@@ -63,6 +67,11 @@ def spread_update(model: Any, tok: Any, adapter: ModelAdapter, layers: list[int]
             w = adapter.ffn_out_weight(model, layer)
             with torch.no_grad():
                 w.add_(adapter.delta_to_param(delta).to(device=w.device, dtype=w.dtype))
+    if not tvs:
+        return []
+    after = subject_states(model, tok, adapter, layers[-1], requests)
+    written = written_diagnostics(before, after, torch.stack([tv.delta for tv in tvs]))
+    return [{**vstar_diagnostics(tv), **w} for tv, w in zip(tvs, written)]
 
 
 class MemitEditor(LocateEditor):
@@ -85,8 +94,9 @@ class MemitEditor(LocateEditor):
             C = stats[layer].to(device=K.device, dtype=torch.float64)
             return memit_delta(R, K, C, hp.mom2_update_weight, keep[layer], self.stats_factor(stats[layer], K.device))
 
-        spread_update(model, tok, adapter, layers, requests, prefixes, Z, timer, layer_delta)
-        result.info.update(vstar_steps=[tv.steps for tv in tvs], vstar_nll=[(tv.nll_init, tv.nll) for tv in tvs])
+        diags = spread_update(model, tok, adapter, layers, requests, prefixes, Z, timer, layer_delta, tvs)
+        result.info.update(vstar_steps=[tv.steps for tv in tvs], vstar_nll=[(tv.nll_init, tv.nll) for tv in tvs],
+                           diagnostics=diags)
 
 
 class MemitCEditor(MemitEditor):

@@ -4,7 +4,11 @@ For each request, in turn (as upstream ROME applies a batch):
   k* = mean key at the last subject token over the bare prompt and the context prefixes;
   δ  = the change of the FFN output there that makes the model say o* (editors.locate.vstar);
   v* = W k* + δ;   Ŵ = W + (v* − W k*)(C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀ k*).
-ROME-C replaces C by λC + K_p K_pᵀ, K_p the keys of the subject's preserved facts (EditRequest.preserve).
+ROME-C replaces C by λC + w K_p K_pᵀ, K_p the keys of the subject's preserved facts (EditRequest.preserve) and w
+`preserve_weight`. ROME writes v* at k* exactly whatever C is, so only the preserved keys' share of λC + w K_p K_pᵀ
+matters: with λ = 15000 and w = 1 they weigh nothing (an earlier ROME-C equalled ROME to ±0.3 points); the -C YAMLs
+set w in proportion to λ. A preserved key equal to k* (a prompt that starts with the subject, as the edit's does)
+cannot be kept: the update must move k*.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ import torch
 
 from editors.adapters import ModelAdapter
 from editors.base import EditRequest, EditResult
-from editors.locate.editor import LocateEditor, LocateHparams, Timer
+from editors.locate.editor import LocateEditor, LocateHparams, Timer, subject_states, vstar_diagnostics, \
+    written_diagnostics
 from editors.locate.keys import compute_keys
 from editors.locate.solve import rome_delta
 from editors.locate.vstar_cache import target_value
@@ -35,7 +40,7 @@ class RomeEditor(LocateEditor):
         hp = self.hparams
         layer = layers[0]
         C = stats[layer]
-        steps, nlls = [], []
+        steps, nlls, diags = [], [], []
         for req in requests:
             with timer("keys"):
                 k = compute_keys(model, tok, adapter, layer, [req], prefixes)[0]
@@ -50,10 +55,14 @@ class RomeEditor(LocateEditor):
                 if K_keep is not None:
                     K_keep = K_keep.to(W)
                     C_eff = hp.mom2_update_weight * C_eff + K_keep @ K_keep.T
+                before = subject_states(model, tok, adapter, layer, [req])
                 self.add_delta(model, adapter, layer, rome_delta(W, C_eff, k64, v))
+                # the FFN output adds to the residual stream, so v*'s shift at the FFN output is its shift of h_s
+                written = written_diagnostics(before, subject_states(model, tok, adapter, layer, [req]), tv.delta[None])
             steps.append(tv.steps)
             nlls.append((tv.nll_init, tv.nll))
-        result.info.update(vstar_steps=steps, vstar_nll=nlls)
+            diags.append({**vstar_diagnostics(tv), **written[0]})
+        result.info.update(vstar_steps=steps, vstar_nll=nlls, diagnostics=diags)
 
 
 class RomeCEditor(RomeEditor):

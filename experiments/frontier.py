@@ -4,14 +4,18 @@ Shows whether an editor's locality is a better trade-off or just a weaker edit: 
 trade-off curve, and an editor above that curve keeps more of the subject's other facts at the same efficacy.
 
 python experiments/frontier.py RUN_DIR... --out PNG [--y RLoc_tok_avg,RLoc_prob_avg] [--curve memit_l7]
+
+With --curve, it also prints, for every other run, the paired difference (run − curve run, per case, seeded bootstrap
+95 % CI) against the curve run of nearest ES: R-Loc compared at matched efficacy, with the ES gap left beside it.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from harness.aggregate import aggregate
 from harness.metrics import METRIC_BY_NAME
-from harness.report import common_cases, load_run
+from harness.report import common_cases, load_run, markdown, metric_cells
 
 
 def main() -> None:
@@ -51,6 +55,24 @@ def main() -> None:
     fig.savefig(args.out, dpi=120)
     plt.close(fig)
     print(f"wrote {args.out}")
+    if args.curve:
+        print(matched_table(runs, args.curve, ["ES", "PS", *ys]))
+
+
+def matched_table(runs: list, curve: str, names: list[str]) -> str:
+    """Paired A − B on the common cases, B the curve run whose ES is nearest A's."""
+    from paired_diff import diff_rows  # experiments/ is this script's folder, hence on sys.path
+
+    line = [r for r in runs if r.path.name.startswith(curve)]
+    body = []
+    for a in runs:
+        if a in line or not line:
+            continue
+        b = min(line, key=lambda r: abs(r.aggregates["ES"].value - a.aggregates["ES"].value))
+        b_by_case = dict(zip(b.case_ids, b.rows))
+        agg = aggregate(diff_rows(a.rows, [b_by_case[c] for c in a.case_ids]), seed=a.manifest.get("seed", 0))
+        body.append([f"{a.path.name} − {b.path.name}", str(len(a.rows)), *metric_cells(agg, names)])
+    return markdown(["A − B (B: nearest ES on the curve)", "n", *names], body)
 
 
 if __name__ == "__main__":

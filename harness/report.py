@@ -292,10 +292,49 @@ def write_report(run_dirs: Sequence[str | Path], out: Path, common: bool = False
         curve_md = curve(runs, out)
         if curve_md:
             md_out[name] = curve_md
+    diag = diagnostics_table(runs)
+    if diag:
+        md_out["diagnostics"] = diag
+        (out / "diagnostics.md").write_text("## Edit diagnostics\n\nPer-edit values recorded by the editors "
+                                            "(results.jsonl), medians over the cases.\n\n" + diag)
     for protocol in ("tok", "prob"):
         if rloc_chart(runs, out / f"rloc_levels_{protocol}.png", protocol):
             log.info("wrote %s", out / f"rloc_levels_{protocol}.png")
     return md_out
+
+
+DIAGNOSTICS = ("vstar_nll", "vstar_at_limit", "written_frac", "written_norm", "fik_keep", "share")
+
+
+def diagnostics_table(runs: Sequence[RunData]) -> str | None:
+    """Medians over each run's cases of the per-edit diagnostics editors record (results.jsonl "diagnostics"):
+    the final v* NLL, the share of edits whose v* ended on the norm clamp (the median of a 0/1 flag would hide it),
+    the fraction of the v* shift the update wrote (editors.locate.editor.written_diagnostics) and, for DiKE,
+    ‖A⁻¹R‖/‖R‖ and the one-edit written share s. None when no run recorded any."""
+    import statistics
+
+    body = []
+    for r in runs:
+        wanted = set(r.case_ids)
+        diags = [ln["diagnostics"] for ln in RunDir(r.path).results()
+                 if ln["case_id"] in wanted and ln.get("diagnostics")]
+        if not diags:
+            continue
+        cells = []
+        for key in DIAGNOSTICS:
+            vals = [float(d[key]) for d in diags if d.get(key) is not None]
+            if not vals:
+                cells.append("")
+            elif key == "vstar_at_limit":
+                cells.append(f"{100 * sum(vals) / len(vals):.0f} %")
+            else:
+                cells.append(f"{statistics.median(vals):.3f}")
+        body.append([r.path.name, str(len(diags)), *cells])
+    if not body:
+        return None
+    header = ["run", "n", "median v* NLL", "v* at limit", "median written_frac", "median written_norm",
+              "median ‖A⁻¹R‖/‖R‖", "median s"]
+    return markdown(header, body)
 
 
 LEADERBOARD_EXTRA = ("manifest_hash", "date", "command", "git_commit")

@@ -283,10 +283,11 @@ class Run:
             result.restore(self.model)
             if before is not None and parameter_digests(self.model, list(before)) != before:
                 raise RuntimeError(f"{self.editor_name}: restore was not bit-exact after batch {batch[0].case_id}")
-            extra = {"companions": [c.case_id for c in companions]} if companions else None
+            extra = {"companions": [c.case_id for c in companions]} if companions else {}
+            diags = result.info.get("diagnostics") or []  # per request, in request order (the batch comes first)
             new = [self._line(r, batch, row, (t1 - t0) / (len(batch) + len(companions)), (t2 - t1) / len(batch),
-                              extra, peak)
-                   for r, row in zip(batch, rows) if r.case_id in {t.case_id for t in todo}]
+                              {**extra, **({"diagnostics": diags[j]} if j < len(diags) else {})}, peak)
+                   for j, (r, row) in enumerate(zip(batch, rows)) if r.case_id in {t.case_id for t in todo}]
             self.rundir.ensure_manifest(self.pending_manifest)
             self.rundir.append_results(new)
             for ln in new:

@@ -1,17 +1,27 @@
 """DiKE's edit, DKE (METHOD.md §5.2), on the shared locate-and-edit machinery.
 
-For each request, at the edit layer l (one layer):
+For each request, at the edit layer l (one layer), with A = μ W3ᵀW3 + I and the key k of the request:
   z_r, z_u = KRD(h_s, h_r) of the bare edit prompt;
-  δ* = argmin NLL(o*) with h_s*(δ) = W5(z_r + δ) + W6 z_u in place of h_s (the shared v* optimiser, with the
-       same prefixes, KL term, decay, clamp and early stop as MEMIT; the shift h_s*(δ) − h_s is applied in
-       every prefixed context, as MEMIT applies its δ);
-  v* = h_s*(δ*) − h_s^p, h_s^p = h_s − W k, so the residual is R = v* − W k = h_s*(δ*) − h_s (MEMIT's convention);
-  Δ = (W3ᵀW3 + I)⁻¹ R K*ᵀ (λC + K* K*ᵀ)⁻¹ with keys/residuals of a batch stacked column-wise.
-Ablations: no_tke takes R from MEMIT's v* on the entangled h_s; no_fik drops (W3ᵀW3 + I)⁻¹; no_ctr / no_kc
-load the KRD trained without that loss (`fineked train-krd --no-ctr` / `--no-kc`).
+  R(δ) = W5(z_r + δ) + W6 z_u − ĥ_s = W5 δ   (keep_recon_residual: the KRD's reconstruction error ĥ_s − h_s is not
+        part of the edit; the paper's literal h_s*(δ) − h_s = W5 δ + (ĥ_s − h_s) is the flag's False);
+  the closed form Δ = A⁻¹ R kᵀ(λC + kkᵀ)⁻¹ changes h_s (at the key k) by Δk = s A⁻¹ R, s = kᵀ(λC + kkᵀ)⁻¹k < 1
+        (editors.locate.solve.written_share): on SmolLM2 at λ = 1500, s ≈ 0.6 and ‖A⁻¹R‖ ≈ 0.7‖R‖;
+  so δ* = argmin NLL(o*) + KL + decay with the shift s A⁻¹ R(δ) applied to h_s (through_shrink): the optimiser sees
+        the model the closed form will produce, and the value actually written is the one that predicted o*.
+        The norm clamp bounds that shift by clamp_norm_factor‖h_s‖ (clamp_on="h_s", MEMIT's budget); R itself is
+        larger by 1/(s·shrink of A⁻¹);
+  Δ = A⁻¹ R K*ᵀ (λC + K* K*ᵀ)⁻¹ with keys/residuals of a batch stacked column-wise. In a batch each δ is optimised
+        with its own one-edit s; the cross terms between the batch's keys are not compensated.
+The KL reference is the clean model's distribution (kl_reference="clean"). The shift is applied in every prefixed
+context, as MEMIT applies its δ; k is the key averaged over those contexts.
+Old behaviours, for the ablation table: clamp_on="z_r" (‖δ‖ ≤ c‖z_r‖), keep_recon_residual=False,
+through_shrink=False (δ optimised with R itself applied), kl_reference="substituted" (with ĥ_s substituted).
+Ablations: no_tke takes R from a δ on the entangled h_s (MEMIT's v*, through the same shrink); no_fik drops A⁻¹;
+no_ctr / no_kc load the KRD trained without that loss (`fineked train-krd --no-ctr` / `--no-kc`).
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,13 +31,14 @@ import torch
 from editors.adapters import ModelAdapter
 from editors.base import EditRequest, EditResult, weights_digest
 from editors.dike.checkpoint import KRDCheckpointError, checkpoint_dir, load_krd
-from editors.dike.solve import dike_delta
+from editors.dike.solve import dike_delta, fik_matrix
 from editors.dike.states import subject_and_relation_states
 from editors.hparams import HparamsError, load_hparams, read_yaml
-from editors.locate.editor import LocateEditor, Timer
+from editors.locate.editor import LocateEditor, Timer, subject_states, vstar_diagnostics, written_diagnostics
 from editors.locate.fingerprint import model_fingerprint
 from editors.locate.hooks import block_output
 from editors.locate.keys import compute_keys
+from editors.locate.solve import written_share
 from editors.locate.vstar import optimise_target_value
 from editors.locate.vstar_cache import model_state_digest, target_value
 from editors.memit import MemitHparams
@@ -43,17 +54,21 @@ class DikeHparams(MemitHparams):
     no_kc: bool = False
     no_tke: bool = False
     no_fik: bool = False
+    fik_weight: float = 1.0  # μ in A = μ W3ᵀW3 + I (the paper: 1)
     # [open] h_s*(δ) = W5(z_r + δ) + W6 z_u (the paper) carries the KRD's reconstruction error ĥ_s − h_s into v*.
     # True adds the residual h_s − ĥ_s back, so only W5 δ is written into the weights.
-    keep_recon_residual: bool = False
-    # [open] what the v* norm clamp and decay act on: "z_r" clamps |δ| <= c|z_r| (the optimiser applied literally to
-    # δ); "h_s" clamps |W5 δ| <= c|h_s|, the step that actually reaches the residual stream, i.e. MEMIT's budget.
-    clamp_on: str = "z_r"
+    keep_recon_residual: bool = True
+    # what the v* norm clamp and decay act on: "h_s" bounds the shift of h_s the optimiser applies by c‖h_s‖
+    # (MEMIT's budget); "z_r" (the old default) bounds ‖δ‖ by c‖z_r‖, and ‖z_r‖ is 0.44-0.94 of ‖h_s‖ on SmolLM2.
+    clamp_on: str = "h_s"
+    through_shrink: bool = True  # optimise δ with the shift the closed form will write, s A⁻¹ R(δ) (module doc)
+    kl_reference: str = "clean"  # "clean": the unedited model's KL distribution; "substituted": with ĥ_s in place
 
     def __post_init__(self) -> None:
-        if self.clamp_on not in ("z_r", "h_s"):
-            raise HparamsError(f"dike: clamp_on must be 'z_r' or 'h_s', got {self.clamp_on!r}; "
-                               "fix it with --set clamp_on=z_r")
+        for name, allowed in (("clamp_on", ("z_r", "h_s")), ("kl_reference", ("clean", "substituted"))):
+            if getattr(self, name) not in allowed:
+                raise HparamsError(f"dike: {name} must be one of {', '.join(map(repr, allowed))}, got "
+                                   f"{getattr(self, name)!r}; fix it with --set {name}={allowed[0]}")
 
     @property
     def krd_variant(self) -> str:
@@ -111,64 +126,93 @@ class DikeEditor(LocateEditor):
         layer = layers[0]
         l_r = self.repr_layer(model, adapter)
         krd = None if (hp.no_tke and hp.no_fik) else self.load_krd(model, layer, l_r)
-        residuals, steps = [], []
-        # nothing is applied before every residual is known, so one digest of the model serves the whole batch
-        digest = model_state_digest(model) if self.vstar_cache is not None else None
-        for req in requests:
-            with timer("vstar"):
-                if hp.no_tke:  # w/o TKE: MEMIT's v* on the entangled h_s
-                    tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "block_output",
-                                      self.vstar_cache, digest)
-                    residuals.append(tv.delta)
-                else:
-                    residual, tv = self.related_component_residual(model, tok, adapter, layer, l_r, krd.krd, req,
-                                                                   prefixes, digest)
-                    residuals.append(residual)
-            steps.append(tv.steps)
-        R = torch.stack(residuals, dim=1)  # (d, n)
         with timer("keys"):
             K = compute_keys(model, tok, adapter, layer, requests, prefixes).T  # (d_in, n)
+        C = stats[layer].to(device=K.device, dtype=torch.float64)
+        factor = self.stats_factor(stats[layer], K.device)
+        W3 = None if hp.no_fik else krd.krd.W3.weight.detach().to(K.device)
+        A_inv = None if W3 is None else torch.linalg.inv(fik_matrix(W3, hp.fik_weight))
+        share = written_share(K, C, hp.mom2_update_weight, factor)  # (n,) s_i
+        before = subject_states(model, tok, adapter, layer, requests)
+        residuals, shifts, tvs = [], [], []
+        # nothing is applied before every residual is known, so one digest of the model serves the whole batch
+        digest = model_state_digest(model) if self.vstar_cache is not None else None
+        for i, req in enumerate(requests):
+            with timer("vstar"):
+                shrink = None
+                if hp.through_shrink:
+                    eye = torch.eye(before.shape[1], dtype=torch.float64, device=K.device)
+                    shrink = float(share[i]) * (eye if A_inv is None else A_inv)
+                residual, shift, tv = self.target_residual(model, tok, adapter, layer, l_r,
+                                                           None if krd is None else krd.krd, req, prefixes,
+                                                           shrink, digest)
+            residuals.append(residual)
+            shifts.append(shift)
+            tvs.append(tv)
+        R = torch.stack(residuals, dim=1)  # (d, n)
         with timer("solve"):
-            C = stats[layer].to(device=K.device, dtype=torch.float64)
-            W3 = None if hp.no_fik else krd.krd.W3.weight.detach().to(K.device)
-            delta = dike_delta(R.to(K.device), K, C, hp.mom2_update_weight, W3, self.stats_factor(stats[layer], K.device))
+            delta = dike_delta(R.to(K.device), K, C, hp.mom2_update_weight, W3, factor, hp.fik_weight)
             self.add_delta(model, adapter, layer, delta)
-        result.info.update(vstar_steps=steps, repr_layer=l_r, krd=None if krd is None else str(krd.directory),
-                           residual_norms=[float(r.norm()) for r in residuals])
+        written = written_diagnostics(before, subject_states(model, tok, adapter, layer, requests), torch.stack(shifts))
+        R64 = R.to(K.device, torch.float64)
+        kept = (R64 if A_inv is None else A_inv @ R64).norm(dim=0) / R64.norm(dim=0)  # ‖A⁻¹R‖ / ‖R‖ per edit
+        diags = [{**vstar_diagnostics(tv), **w, "fik_keep": float(f), "share": float(s), "residual_norm": float(r)}
+                 for tv, w, f, s, r in zip(tvs, written, kept, share, R64.norm(dim=0))]
+        result.info.update(vstar_steps=[tv.steps for tv in tvs], repr_layer=l_r,
+                           krd=None if krd is None else str(krd.directory),
+                           residual_norms=[float(r.norm()) for r in residuals], diagnostics=diags)
 
-    def related_component_residual(self, model: Any, tok: Any, adapter: ModelAdapter, layer: int, l_r: int, krd: Any,
-                                   req: EditRequest, prefixes: list[str],
-                                   digest: str | None = None) -> tuple[torch.Tensor, Any]:
-        """(h_s*(δ*) − h_s, the optimiser's TargetValue) for one request, δ* optimised on z_r only."""
+    def target_residual(self, model: Any, tok: Any, adapter: ModelAdapter, layer: int, l_r: int, krd: Any,
+                        req: EditRequest, prefixes: list[str], shrink: torch.Tensor | None,
+                        digest: str | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(R, the shift of h_s the optimiser applied at δ*, the optimiser's TargetValue) for one request.
+
+        R(δ) = W5 δ (+ ĥ_s − h_s without keep_recon_residual), δ on z_r; no_tke: R(δ) = δ on h_s itself. The
+        optimiser applies shrink @ R(δ) (shrink = s A⁻¹, or None: R itself)."""
+        hp = self.hparams
         h_s, h_r = subject_and_relation_states(model, tok, adapter, layer, l_r, [req.prompt], [req.subject])
         device = next(model.parameters()).device
         h_s, h_r = h_s[0].to(device), h_r[0].to(device)
-        krd = krd.to(device)
-        with torch.no_grad():
-            z_r, z_u = krd.components(h_s, h_r)
+        M = None if shrink is None else shrink.to(device=device, dtype=torch.float32)
 
-        base = krd.recompose(z_r, z_u) if self.hparams.keep_recon_residual else h_s
+        def applied(r: torch.Tensor) -> torch.Tensor:
+            return r if M is None else r @ M.T
 
-        def shift(delta: torch.Tensor) -> torch.Tensor:
-            return krd.recompose(z_r + delta, z_u) - base
+        if hp.no_tke:  # w/o TKE: δ on the entangled h_s, as MEMIT's
+            if M is None:
+                tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "block_output",
+                                  self.vstar_cache, digest)  # exactly MEMIT's v*: shares its memo entries
+                return tv.delta.float().cpu(), tv.delta.float().cpu(), tv
+            residual, step_map, init, clean_kl = (lambda d: d), applied, h_s, False
+        else:
+            krd = krd.to(device)
+            with torch.no_grad():
+                z_r, z_u = krd.components(h_s, h_r)
+                base = krd.recompose(z_r, z_u) if hp.keep_recon_residual else h_s
+
+            def residual(delta: torch.Tensor) -> torch.Tensor:
+                return krd.recompose(z_r + delta, z_u) - base
+
+            if hp.clamp_on == "h_s":  # the step that reaches h_s: shrink @ W5 δ (W5 without its bias)
+                init, step_map = h_s, (lambda delta: applied(delta @ krd.W5.weight.T))
+            else:
+                init, step_map = z_r, None
+            clean_kl = hp.kl_reference == "clean" and not hp.keep_recon_residual  # else the shift at δ = 0 is 0
 
         def intervention(delta: torch.Tensor, positions: Sequence[int]):
-            return block_output(model, adapter, layer, positions, add=shift(delta))
-
-        if self.hparams.clamp_on == "h_s":
-            init, step_map = h_s, (lambda delta: delta @ krd.W5.weight.T)  # W5 without its bias
-        else:
-            init, step_map = z_r, None
-        hp = self.hparams
+            return block_output(model, adapter, layer, positions, add=applied(residual(delta)))
 
         def optimise() -> Any:
             return optimise_target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(),
-                                         intervention=intervention, init=init, step_map=step_map)
-        # the memo's key must name what the intervention reads: dike and dike[no_fik] (same KRD) share entries
+                                         intervention=intervention, init=init, step_map=step_map,
+                                         clean_kl_reference=clean_kl)
+        # the memo's key must name everything the intervention reads
         variant = None if self.vstar_cache is None else {
-            "krd": weights_digest(krd), "repr_layer": l_r, "clamp_on": hp.clamp_on,
-            "keep_recon_residual": hp.keep_recon_residual}
+            "krd": None if hp.no_tke else weights_digest(krd), "repr_layer": l_r, "clamp_on": hp.clamp_on,
+            "keep_recon_residual": hp.keep_recon_residual, "no_tke": hp.no_tke, "kl_reference": hp.kl_reference,
+            "shrink": None if M is None else hashlib.sha256(M.double().cpu().numpy().tobytes()).hexdigest()}
         tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "dike:z_r", self.vstar_cache,
                           digest, optimise=optimise, variant=variant)
         with torch.no_grad():
-            return shift(tv.delta.to(device)).float().cpu(), tv
+            r = residual(tv.delta.to(device))
+            return r.float().cpu(), applied(r).float().cpu(), tv

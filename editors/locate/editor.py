@@ -18,7 +18,7 @@ from editors.adapters import ModelAdapter, adapter_for
 from editors.base import EditRequest, EditResult
 from editors.hparams import HparamsError, load_hparams
 from editors.locate.fingerprint import model_fingerprint
-from editors.locate.keys import preserved_keys
+from editors.locate.keys import block_outputs_at_subject, preserved_keys
 from editors.locate.prefixes import prefix_groups
 from editors.locate.solve import psd_factor
 from editors.locate.stats import layer_second_moments
@@ -45,13 +45,44 @@ class LocateHparams:
     stats_n_samples: int = 2000
     stats_max_len: int = 128
     stats_dtype: str = "float32"
-    preserve_weight: float = 1.0  # -C variants: weight of each preserved fact's key, relative to an edit key
+    # -C variants: each preserved key k_p enters the solve as w k_p k_pᵀ next to λC (an edit key weighs 1 in MEMIT's
+    # least squares; ROME writes its edit key exactly). Per-model defaults in the -C YAMLs, chosen in README.md.
+    preserve_weight: float = 1.0
     quiet: bool = False  # no progress bars; a runner may also set `editor.quiet = True` (outside the hparams hash)
 
     def vstar(self) -> VStarConfig:
         return VStarConfig(steps=self.v_num_grad_steps, lr=self.v_lr, weight_decay=self.v_weight_decay,
                            kl_factor=self.kl_factor, clamp_norm_factor=self.clamp_norm_factor,
                            loss_threshold=self.v_loss_threshold)
+
+
+def written_diagnostics(before: torch.Tensor, after: torch.Tensor, shifts: torch.Tensor) -> list[dict[str, float]]:
+    """How much of each v* shift the weight update actually wrote, one dict per edit (rows of (n, d) tensors).
+
+    before / after: h_s (the residual stream after the layer v* was optimised at, at the bare prompt's last subject
+    token) measured by forward passes of the model before and after the update; shifts: the change t of h_s that the
+    v* optimisation applied when it reached its final NLL. With Δh = after − before:
+      written_frac = ⟨Δh, t⟩ / ‖t‖²  (1: the edited model sits where v* predicted o*; MEMIT-style solves write less);
+      written_norm = ‖Δh‖ / ‖t‖      (the same, counting any part of Δh off t's direction).
+    """
+    out = []
+    for b, a, t in zip(before.double().cpu(), after.double().cpu(), shifts.double().cpu()):
+        dh, tt = a - b, float(t @ t)
+        out.append({"written_frac": float(dh @ t) / tt if tt > 0 else float("nan"),
+                    "written_norm": float(dh.norm()) / tt ** 0.5 if tt > 0 else float("nan")})
+    return out
+
+
+def vstar_diagnostics(tv: Any) -> dict[str, Any]:
+    """The v* optimisation's end state: its NLL of o* before and after, and whether the norm clamp held it."""
+    return {"vstar_nll_init": tv.nll_init, "vstar_nll": tv.nll, "vstar_at_limit": tv.at_limit,
+            "vstar_steps": tv.steps}
+
+
+def subject_states(model: Any, tok: Any, adapter: ModelAdapter, layer: int,
+                   requests: Sequence[EditRequest]) -> torch.Tensor:
+    """(n, d) h_s after block `layer` at each request's bare prompt (the diagnostics' measuring point)."""
+    return block_outputs_at_subject(model, tok, adapter, layer, [(r.prompt, r.subject) for r in requests])
 
 
 class Timer:

@@ -60,6 +60,16 @@ def memit_delta(R: torch.Tensor, K: torch.Tensor, C: torch.Tensor, lam: float,
     return R @ AinvK.T
 
 
+def written_share(K: torch.Tensor, C: torch.Tensor, lam: float, C_factor: torch.Tensor | None = None) -> torch.Tensor:
+    """(n,) float64: s_i = k_iᵀ(λC + k_i k_iᵀ)⁻¹ k_i for each key column, the share of a residual r that the
+    one-edit update Δ = r k_iᵀ(λC + k_i k_iᵀ)⁻¹ writes at its own key (Δ k_i = s_i r). By Sherman-Morrison
+    s = q / (1 + q) with q = kᵀ(λC)⁻¹k, so only λC is solved (with its Cholesky factor when given)."""
+    K, C = _f64(_cols(K), C)
+    G = torch.cholesky_solve(K, C_factor.to(torch.float64)) / lam if C_factor is not None else torch.linalg.solve(lam * C, K)
+    q = (K * G).sum(0)
+    return q / (1 + q)
+
+
 def nullspace_projector(C: torch.Tensor, threshold: float) -> torch.Tensor:
     """P = U Uᵀ over the eigenvectors of C whose eigenvalues fall below `threshold` (AlphaEdit; 2e-2 upstream)."""
     evals, evecs = torch.linalg.eigh(C.to(torch.float64))

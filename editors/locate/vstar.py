@@ -51,10 +51,17 @@ class TargetValue:
     loss: float
     nll: float
     nll_init: float  # NLL of o* before the optimisation (delta = 0)
+    step_norm: float = float("nan")  # |step_map(delta)| at the end: the size of the step the clamp measures
+    limit: float = float("nan")  # the clamp, clamp_norm_factor * |init|
 
     @property
     def target(self) -> torch.Tensor:
         return self.init + self.delta
+
+    @property
+    def at_limit(self) -> bool:
+        """The final step lies on the norm clamp (within float error): the budget, not the loss, stopped it."""
+        return bool(self.step_norm >= (1 - 1e-4) * self.limit)
 
 
 @dataclass
@@ -201,12 +208,15 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
                           prefixes: Sequence[str], cfg: VStarConfig, site: str = "ffn_output",
                           intervention: Callable[..., ContextManager] | None = None,
                           init: torch.Tensor | None = None,
-                          step_map: Callable[[torch.Tensor], torch.Tensor] | None = None) -> TargetValue:
+                          step_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                          clean_kl_reference: bool = False) -> TargetValue:
     """Optimise delta at `site` of `layer` (at the last subject token of every prompt) for request's o*.
 
     `intervention(delta, positions)` may replace the default hook (e.g. DiKE edits a disentangled component);
     then `init` (the reference vector for the clamp and weight decay) must be given. `step_map`, a linear map,
-    makes the clamp and decay act on step_map(delta) instead of delta (DiKE: W5 δ, the step that reaches h_s).
+    makes the clamp and decay act on step_map(delta) instead of delta (DiKE: the step that reaches h_s).
+    The KL reference is the next-token distribution at delta = 0; an intervention that already moves the model at
+    delta = 0 (DiKE with ĥ_s substituted) gives `clean_kl_reference=True` to take it from the unhooked model.
     """
     device = next(model.parameters()).device
     moved = step_map or (lambda d: d)  # what the clamp and decay measure
@@ -222,6 +232,10 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
     n_fwd = n_bwd = 0
     loss_val = nll_val = nll_init = float("nan")
     n = batch.n_rewrite
+    if clean_kl_reference:
+        with torch.no_grad():
+            logits = model(**batch.model_inputs(model), use_cache=False, logits_to_keep=batch.logit_positions).logits
+        kl_init = logits[n, batch.kl_index].float().log_softmax(-1)
     with frozen(model):
         for step in range(cfg.steps):
             with intervene(delta, batch.subject_positions) as s:
@@ -254,6 +268,8 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
                 norm = moved(delta).norm()
                 if norm > max_norm:
                     delta.mul_(max_norm / norm)  # exact for a linear step_map
+    with torch.no_grad():
+        step_norm, limit = float(moved(delta).norm()), float(cfg.clamp_norm_factor * init.norm())
     return TargetValue(delta=delta.detach().float(), init=init.detach().float(), steps=n_fwd,
                        backward_passes=n_bwd, loss=loss_val, nll=nll_val,
-                       nll_init=nll_init)
+                       nll_init=nll_init, step_norm=step_norm, limit=limit)

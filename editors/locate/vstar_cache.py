@@ -84,7 +84,8 @@ def _save(path: Path, tv: TargetValue) -> None:
         # clone: on CPU `init` is a view into the whole site activation, which would be written out whole
         write_tensor_entry(path, {"delta": tv.delta.detach().cpu().clone(), "init": tv.init.detach().cpu().clone(),
                                   "steps": tv.steps, "backward_passes": tv.backward_passes, "loss": tv.loss,
-                                  "nll": tv.nll, "nll_init": tv.nll_init})
+                                  "nll": tv.nll, "nll_init": tv.nll_init, "step_norm": tv.step_norm,
+                                  "limit": tv.limit})
     except OSError as e:  # a full disk must not stop the run: the edit already has its v*
         log.warning("v* memo: could not write %s (%s)", path, e)
 
@@ -102,7 +103,8 @@ def _load(path: Path, device: Any, width: int | None) -> TargetValue | None:
     if d is None:
         return None
     return TargetValue(delta=d["delta"], init=d["init"], steps=d["steps"], backward_passes=d["backward_passes"],
-                       loss=d["loss"], nll=d["nll"], nll_init=d["nll_init"])
+                       loss=d["loss"], nll=d["nll"], nll_init=d["nll_init"],
+                       step_norm=d.get("step_norm", float("nan")), limit=d.get("limit", float("nan")))
 
 
 def target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: int, request: EditRequest,
