@@ -260,3 +260,31 @@ def test_sequential_run_extended_with_a_larger_limit_goes_on_from_its_state(data
     make_run(data, tmp_path / "b", mode="sequential", eval_every=2).execute()
     assert calls == ["c4", "c5"]
     assert results(tmp_path / "b") == results(tmp_path / "a")
+
+
+def test_edit_diagnostics_reach_results_and_the_report(data, tmp_path):
+    """Every case's line carries its own edit's diagnostics (in a batch too: request j is the batch's case j), and
+    `fineked report` shows their medians."""
+    import statistics
+
+    from harness.report import write_report
+
+    hp = {"layers": [1], "stats_corpus": "identity", "context_prefixes": [], "v_num_grad_steps": 3,
+          "mom2_update_weight": 1.0, "quiet": True}
+    out = tmp_path / "memit"
+    run = make_run(data, out, editor="memit", mode="batch", batch_size=2, overrides=hp)
+    seen = []
+    real_apply = run.editor.apply
+
+    def spy(model, tok, requests):
+        result = real_apply(model, tok, requests)
+        seen.extend(zip([r.case_id for r in requests], result.info["diagnostics"]))
+        return result
+    run.editor.apply = spy
+    run.execute()
+    lines = [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()]
+    assert {ln["case_id"]: ln["diagnostics"] for ln in lines} == dict(seen)
+    assert {"vstar_nll", "vstar_at_limit", "written_frac", "written_norm"} <= set(lines[0]["diagnostics"])
+    md = write_report([out], tmp_path / "report")["diagnostics"]
+    median = statistics.median(ln["diagnostics"]["written_frac"] for ln in lines)
+    assert f"{median:.3f}" in md and "median written_frac" in md
