@@ -8,7 +8,7 @@ ratios below do not depend on v*:
   cost   = ‖Δ‖_C / ‖Δ‖_C(w=0), ‖Δ‖_C² = tr(Δ C Δᵀ)       (the change over the statistics corpus's keys)
   cos    = median cosine of k* and its preserved keys (a key equal to k* cannot be kept while k* is edited).
 
-python experiments/preserve_weight.py --data out/fineked --start 300 --n 30
+python experiments/preserve_weight.py --data leaderboards/data/fineked --start 300 --n 30
 """
 from __future__ import annotations
 
@@ -27,10 +27,11 @@ from harness.runner import edit_request
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="out/fineked")
+    p.add_argument("--data", default="leaderboards/data/fineked")
     p.add_argument("--start", type=int, default=300, help="first case of --split all (300: outside the leaderboard)")
     p.add_argument("--n", type=int, default=30)
-    p.add_argument("--weights", default="0,1,10,100,1000,10000,100000")
+    p.add_argument("--weights", default="0,1,10,100,1000,15000,150000,1500000")
+    p.add_argument("--editors", default="rome_c,memit_c")
     args = p.parse_args()
     model, tok = load_model("smollm2-135m")
     ad = adapter_for(model)
@@ -40,7 +41,7 @@ def main() -> None:
     print(f"{len(reqs)} edits (cases {args.start}..{args.start + args.n - 1} of --split all with preserved facts)\n")
     print("| editor | layer | λ | w | keep (median) | share (median) | cost ‖Δ‖_C (median) | cos(k*, k_p) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for spec in ("rome_c", "memit_c"):
+    for spec in args.editors.split(","):
         ed = make_editor(spec, "smollm2-135m")
         layer = ed.edit_layers(model, ad)[-1]
         lam = ed.hparams.mom2_update_weight
