@@ -1,28 +1,39 @@
 """The FINE-KED builder (METHOD.md §2, steps 1-8): SPARQL -> edit cases with levelled fine-grained facts.
 
-Stages: relations -> subjects -> relation objects -> subject facts (VALUES batches) -> neighbours ->
-similarity -> assemble -> write. Every random choice draws from a Random seeded by (seed, purpose, key),
-so the output does not depend on iteration order or on Python's hash seed.
+Every query's cost is bounded by what the build asks for, not by the size of the graph, so the same
+build runs on the bundled snapshot and on WikiData (WDQS stops queries at 60 s):
+- subjects come from popularity tiers (`wikibase:sitelinks` counts as VALUES lookups), most linked first,
+  as CounterFact-like benchmarks pick subjects a model is likely to know; tiers stop once enough are found;
+- their facts come from VALUES batches; o* candidates, classes and neighbours come from those facts
+  (one VALUES query per batch of objects for classes), never from a scan of a whole relation;
+- a batch that times out is retried as two halves (SparqlClient.run_batched).
+Every random choice draws from a Random seeded by (seed, purpose, key), so the output does not depend on
+iteration order or on Python's hash seed.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tqdm import tqdm
 
+from fineked.paths import QUERIES
 from fineked.records import LEVELS, record_from_dict
 from fineked.similarity import DEFAULT_EMBEDDER, RelationText, level_of, relation_similarity, tertile_thresholds
-from fineked.sparql import SparqlClient, SparqlError, integer, value_pairs, values
+from fineked.sparql import SparqlClient, SparqlError, integer, integer_values, values
 from fineked.templates import RelationTemplates, load_templates
 
 log = logging.getLogger(__name__)
 WD = "http://www.wikidata.org/entity/"
+
+# Sitelink-count tiers, most linked first: [TIER_BOUNDS[i+1], TIER_BOUNDS[i]). WikiData's most linked item has
+# about 350 sitelinks; the top tier leaves room for growth.
+TIER_BOUNDS = (2048, 512, 256, 128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 2, 1)
 
 
 class BuildError(SparqlError):
@@ -40,7 +51,10 @@ class BuildConfig:
     n_neighbours: int = 5
     n_constraints: int = 2  # facts held out of fine_grained per case, for ROME-C/MEMIT-C
     krd_samples: int = 20000
-    batch_size: int = 200
+    batch_size: int = 200  # subjects per subject-facts query
+    object_batch: int = 400  # objects per object-classes query
+    min_sitelinks: int = 6  # the lowest tier the subject sample may reach
+    tier_limit: int = 20000  # LIMIT of one tier query (a cap; tiers stop early once enough subjects are found)
     thresholds: tuple[float, float] | None = None  # None: tertiles of this build's fine-grained similarities
     quiet: bool = False
 
@@ -53,6 +67,8 @@ class Stage:
     cache_hits: int = 0
     rows: int = 0
     items: int = 0  # what the stage produced (subjects fetched, cases, ...)
+    slowest: float = 0.0  # the slowest single network query of the stage, seconds
+    query_seconds: float = 0.0  # time spent waiting on network queries (the rest is the builder's own work)
 
 
 @dataclass
@@ -63,6 +79,7 @@ class BuildResult:
     relations: dict[str, RelationText]
     stages: list[Stage] = field(default_factory=list)
     results_fingerprint: str = ""
+    sampling: dict = field(default_factory=dict)
 
 
 def qid(uri: str) -> str:
@@ -77,30 +94,53 @@ def _rng(seed: int, purpose: str, key: str) -> random.Random:
     return random.Random(f"{seed}/{purpose}/{key}")  # str seeds hash with sha512: stable across runs
 
 
+def queries_digest() -> str:
+    """sha256 over the query files (name and text): the card records which queries made a build."""
+    h = hashlib.sha256()
+    for path in sorted(QUERIES.glob("*.rq")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return "sha256:" + h.hexdigest()
+
+
+def sitelink_tiers(min_sitelinks: int) -> list[list[int]]:
+    """The counts of each tier, most linked first, down to min_sitelinks."""
+    tiers = []
+    for hi, lo in zip(TIER_BOUNDS, TIER_BOUNDS[1:] + (0,)):
+        lo = max(lo, min_sitelinks)
+        if lo < hi:
+            tiers.append(list(range(hi - 1, lo - 1, -1)))
+    return tiers
+
+
 class _StageTimer:
-    def __init__(self, client: SparqlClient, stages: list[Stage], name: str):
-        self.client, self.stage = client, Stage(name)
-        stages.append(self.stage)
+    """Adds wall time, queries, cache hits and rows to a stage; a stage may be timed in several pieces."""
+
+    def __init__(self, client: SparqlClient, stages: dict[str, Stage], name: str):
+        self.client, self.stage = client, stages.setdefault(name, Stage(name))
 
     def __enter__(self) -> Stage:
         self.t0 = time.perf_counter()
         self.q0 = sum(self.client.network_queries.values())
         self.h0 = sum(self.client.cache_hits.values())
         self.r0 = sum(self.client.rows.values())
+        self.n0 = len(self.client.timings)
         return self.stage
 
     def __exit__(self, *exc) -> None:
         s = self.stage
-        s.seconds = time.perf_counter() - self.t0
-        s.queries = sum(self.client.network_queries.values()) - self.q0
-        s.cache_hits = sum(self.client.cache_hits.values()) - self.h0
-        s.rows = sum(self.client.rows.values()) - self.r0
+        s.seconds += time.perf_counter() - self.t0
+        s.queries += sum(self.client.network_queries.values()) - self.q0
+        s.cache_hits += sum(self.client.cache_hits.values()) - self.h0
+        s.rows += sum(self.client.rows.values()) - self.r0
+        new = self.client.timings[self.n0:]
+        s.slowest = max([s.slowest] + [t.seconds for t in new])
+        s.query_seconds += sum(t.seconds for t in new)
 
 
 # --- stage helpers -------------------------------------------------------------------------------
 
 def fetch_relations(client: SparqlClient, pool: list[str]) -> dict[str, RelationText]:
-    rows = client.run("relations", properties=values("prop", pool))
+    rows = client.run_batched("relations", pool, lambda chunk: {"properties": values("prop", chunk)})
     label, desc, aliases = {}, {}, defaultdict(set)
     for r in rows:
         p = qid(r["prop"])
@@ -116,43 +156,105 @@ def fetch_relations(client: SparqlClient, pool: list[str]) -> dict[str, Relation
     return {p: RelationText(p, label[p], desc.get(p, ""), tuple(sorted(aliases[p]))) for p in pool}
 
 
-def fetch_objects(client: SparqlClient, pool: list[str], batch: int, quiet: bool) -> dict[str, dict[str, tuple[str, frozenset]]]:
-    """relation -> object id -> (label, instance-of classes)."""
-    labels: dict[str, dict[str, str]] = defaultdict(dict)
-    types: dict[tuple[str, str], set] = defaultdict(set)
-    chunks = [pool[i:i + batch] for i in range(0, len(pool), batch)]
-    for chunk in tqdm(chunks, desc="relation objects", unit="batch", disable=quiet):
-        for r in client.run("relation_objects", properties=values("prop", chunk)):
-            p, o = qid(r["prop"]), qid(r["o"])
-            labels[p][o] = r["oLabel"]
-            if r.get("type"):
-                types[(p, o)].add(qid(r["type"]))
-    return {p: {o: (lab, frozenset(types[(p, o)])) for o, lab in objs.items()} for p, objs in labels.items()}
+def fetch_tier(client: SparqlClient, counts: list[int], limit: int) -> list[tuple[str, int]]:
+    """(subject, sitelinks) of one tier, most linked first, ties by Q-number.
+
+    A tier whose rows reach the LIMIT is fetched again as two halves, so the LIMIT never cuts it at an
+    endpoint-dependent row; a single count that still reaches it is kept as cut, with a warning.
+    """
+    rows = client.run_batched("popular_subjects", counts,
+                              lambda c: {"counts": integer_values("links", c), "limit": integer(limit)})
+    if len(rows) >= limit:
+        if len(counts) > 1:
+            half = len(counts) // 2
+            client.splits["popular_subjects"] += 1
+            return sorted(fetch_tier(client, counts[:half], limit) + fetch_tier(client, counts[half:], limit),
+                          key=lambda kv: (-kv[1], pid_key(kv[0])))
+        log.warning("%d items have %d sitelinks, more than the tier LIMIT %d: keeping the endpoint's first %d",
+                    len(rows), counts[0], limit, limit)
+    out = {qid(r["s"]): int(r["links"]) for r in rows if qid(r["s"]).startswith("Q")}
+    return sorted(out.items(), key=lambda kv: (-kv[1], pid_key(kv[0])))
 
 
-def fetch_subject_facts(client: SparqlClient, subjects: list[str], pool: set[str]) -> dict[str, tuple[str, dict[str, dict[str, str]]]]:
-    """One VALUES query for a batch: subject -> (label, relation -> object id -> object label)."""
+def fetch_labels(client: SparqlClient, entities: list[str], labels: dict[str, str | None], batch: int) -> None:
+    """Fill labels[e] with e's English label, or None when it has none (VALUES batches; each entity asked once)."""
+    need = sorted((e for e in set(entities) if e not in labels), key=pid_key)
+    for i in range(0, len(need), batch):
+        chunk = need[i:i + batch]
+        for r in client.run_batched("labels", chunk, lambda c: {"entities": values("e", c)}):
+            labels[qid(r["e"])] = r["label"]
+        for e in chunk:
+            labels.setdefault(e, None)
+
+
+def fetch_subject_facts(client: SparqlClient, subjects: list[str], pool: set[str], labels: dict[str, str | None],
+                        label_batch: int = 500) -> dict[str, tuple[str, dict[str, dict[str, str]]]]:
+    """VALUES batches: subject -> (label, relation -> object id -> object label), pool relations only, labelled ends."""
+    triples = []
+    for r in client.run_batched("subject_facts", subjects, lambda chunk: {"subjects": values("s", chunk)}):
+        p, o = qid(r["p"]), qid(r["o"])
+        if p in pool and r["o"].startswith(WD) and o.startswith("Q"):
+            triples.append((qid(r["s"]), p, o))
+    fetch_labels(client, subjects + [o for _, _, o in triples], labels, label_batch)
     out: dict[str, tuple[str, dict]] = {}
-    for r in client.run("subject_facts", subjects=values("s", subjects)):
-        p = qid(r["prop"])
-        if p not in pool:
-            continue
-        s = qid(r["s"])
+    for s, p, o in triples:
+        if labels.get(s) is None or labels.get(o) is None:
+            continue  # items without an English label cannot make an English prompt
         if s not in out:
-            out[s] = (r["sLabel"], defaultdict(dict))
-        out[s][1][p][qid(r["o"])] = r["oLabel"]
+            out[s] = (labels[s], defaultdict(dict))
+        out[s][1][p][o] = labels[o]
     return out
 
 
-def choose_new_object(rng: random.Random, objects: dict[str, tuple[str, frozenset]], true_ids: set[str],
+def fetch_object_types(client: SparqlClient, objects: list[str], batch: int, quiet: bool) -> dict[str, frozenset]:
+    """object id -> its instance-of classes, for the objects the sampled facts point to (VALUES batches)."""
+    types: dict[str, set] = defaultdict(set)
+    chunks = [objects[i:i + batch] for i in range(0, len(objects), batch)]
+    for chunk in tqdm(chunks, desc="object classes", unit="batch", disable=quiet):
+        for r in client.run_batched("object_types", chunk, lambda c: {"objects": values("o", c)}):
+            types[qid(r["o"])].add(qid(r["type"]))
+    return {o: frozenset(t) for o, t in types.items()}
+
+
+class ObjectPool:
+    """The objects one relation takes for the sampled subjects: id -> (label, classes), with sorted views cached."""
+
+    def __init__(self, objects: dict[str, tuple[str, frozenset]]):
+        self.objects = objects
+        self.ids = sorted(objects, key=pid_key)
+        self._by_types: dict[frozenset, list[str]] = {}
+
+    def __contains__(self, o: str) -> bool:
+        return o in self.objects
+
+    def get(self, o: str, default=None):
+        return self.objects.get(o, default)
+
+    def __getitem__(self, o: str) -> tuple[str, frozenset]:
+        return self.objects[o]
+
+    def sharing(self, types: frozenset) -> list[str]:
+        if types not in self._by_types:
+            self._by_types[types] = [o for o in self.ids if self.objects[o][1] & types]
+        return self._by_types[types]
+
+
+def choose_new_object(rng: random.Random, objects: ObjectPool, true_ids: set[str],
                       true_label: str, true_types: frozenset) -> tuple[str, str] | None:
     """o*: an object the relation takes elsewhere, preferring o's class, never a value (s, r) already has."""
-    cands = sorted(o for o, (lab, _) in objects.items() if o not in true_ids and lab != true_label)
-    if not cands:
-        return None
-    same = [o for o in cands if objects[o][1] & true_types]
-    o = rng.choice(same or cands)
-    return o, objects[o][0]
+    def ok(o: str) -> bool:
+        return o not in true_ids and objects[o][0] != true_label
+
+    for cands in (objects.sharing(true_types), objects.ids):
+        # a few seeded draws find an allowed object at once (only the true values are excluded); else filter
+        for _ in range(8):
+            if cands and ok(o := rng.choice(cands)):
+                return o, objects[o][0]
+        allowed = [o for o in cands if ok(o)]
+        if allowed:
+            o = rng.choice(allowed)
+            return o, objects[o][0]
+    return None
 
 
 def sibling_facts(rng: random.Random, facts: dict[str, dict[str, str]], skip_relation: str,
@@ -171,7 +273,68 @@ def sibling_facts(rng: random.Random, facts: dict[str, dict[str, str]], skip_rel
 
 # --- the build -----------------------------------------------------------------------------------
 
+def _enough(order: list[str], fetched: dict, cfg: BuildConfig) -> bool:
+    """Enough subjects fetched: a margin over max_cases eligible ones, then krd capacity beyond them."""
+    want_eval = math.ceil(1.25 * cfg.max_cases)
+    eligible = 0
+    krd_capacity = 0
+    for s in order:
+        if s not in fetched:
+            continue
+        n = len(fetched[s][1])
+        if eligible < want_eval:
+            eligible += n >= cfg.min_properties
+        elif n >= 2:
+            krd_capacity += n
+    return eligible >= want_eval and krd_capacity >= 1.25 * cfg.krd_samples
+
+
+def sample_subjects(client: SparqlClient, stages: dict[str, Stage], pool: set[str], cfg: BuildConfig
+                    ) -> tuple[list[str], dict[str, int], dict[str, tuple[str, dict]], dict]:
+    """Popular subjects, tier by tier, and their facts, until the build has enough (see _enough)."""
+    order: list[str] = []
+    links: dict[str, int] = {}
+    fetched: dict[str, tuple[str, dict]] = {}
+    labels: dict[str, str | None] = {}
+    reached = None
+    bar = tqdm(desc="subjects (popularity tiers)", unit="subject", disable=cfg.quiet)
+    for counts in sitelink_tiers(cfg.min_sitelinks):
+        with _StageTimer(client, stages, "2 popular subjects (sitelink tiers)") as st:
+            tier = [(s, n) for s, n in fetch_tier(client, counts, cfg.tier_limit) if s not in links]
+            st.items += len(tier)
+        reached = (counts[-1], counts[0])
+        with _StageTimer(client, stages, "3 subject facts + labels (VALUES batches)") as st:
+            for i in range(0, len(tier), cfg.batch_size):
+                batch = tier[i:i + cfg.batch_size]
+                order.extend(s for s, _ in batch)
+                links.update(batch)
+                got = fetch_subject_facts(client, [s for s, _ in batch], pool, labels)
+                fetched.update(got)
+                st.items += len(got)
+                bar.update(len(batch))
+                if _enough(order, fetched, cfg):
+                    break
+        if _enough(order, fetched, cfg):
+            break
+    bar.close()
+    sampling = {"tiers_reached": reached, "subjects_sampled": len(order), "subjects_with_facts": len(fetched),
+                "subjects_without_english_label": sum(labels.get(s) is None for s in order),
+                "min_sitelinks_sampled": min(links.values()) if links else None}
+    return order, links, fetched, sampling
+
+
 def build(client: SparqlClient, cfg: BuildConfig) -> BuildResult:
+    """Build the benchmark; a BuildError (the endpoint's data cannot make it) also drops this build's cache entries."""
+    try:
+        return _build(client, cfg)
+    except BuildError:
+        dropped = client.forget_written()
+        if dropped:
+            log.info("dropped %d query cache entries written by the failed build", dropped)
+        raise
+
+
+def _build(client: SparqlClient, cfg: BuildConfig) -> BuildResult:
     templates = load_templates()
     pool = sorted(cfg.relations or templates, key=pid_key)
     for p in pool:
@@ -179,81 +342,68 @@ def build(client: SparqlClient, cfg: BuildConfig) -> BuildResult:
             raise BuildError(f"unknown property {p}: it has no template in fineked/templates/templates.json "
                              f"(known: {', '.join(sorted(templates, key=pid_key)[:8])}, ...)")
     pool_set = set(pool)
-    stages: list[Stage] = []
+    stages: dict[str, Stage] = {}
 
     with _StageTimer(client, stages, "1 relation pool") as st:
         relations = fetch_relations(client, pool)
         st.items = len(relations)
 
-    with _StageTimer(client, stages, "2 subjects") as st:
-        rows = client.run("subjects", properties=values("prop", pool), min_properties=integer(2))
-        n_props = {qid(r["s"]): int(r["n"]) for r in rows}
-        if not n_props:
-            raise BuildError("empty result: no subject has facts under 2 pool properties; check --relations/--endpoint")
-        eval_cands = sorted((s for s, n in n_props.items() if n >= cfg.min_properties), key=pid_key)
-        _rng(cfg.seed, "subjects", "eval").shuffle(eval_cands)
-        st.items = len(n_props)
+    order, links, fetched, sampling = sample_subjects(client, stages, pool_set, cfg)
+    if not fetched:
+        raise BuildError(f"empty result: no item with >= {cfg.min_sitelinks} sitelinks, an English label and facts "
+                         "under the pool relations; check --endpoint/--relations/--min-sitelinks")
 
-    with _StageTimer(client, stages, "3 relation objects") as st:
-        objects = fetch_objects(client, pool, 8, cfg.quiet)
-        st.items = sum(len(v) for v in objects.values())
+    with _StageTimer(client, stages, "4 object classes (VALUES batches)") as st:
+        labels: dict[str, dict[str, str]] = defaultdict(dict)
+        for s in order:
+            if s in fetched:
+                for r, objs in fetched[s][1].items():
+                    labels[r].update(objs)
+        all_objects = sorted({o for objs in labels.values() for o in objs}, key=pid_key)
+        types = fetch_object_types(client, all_objects, cfg.object_batch, cfg.quiet)
+        # o* candidates of r: the objects r takes for the sampled subjects, with their classes
+        objects = {r: ObjectPool({o: (lab, types.get(o, frozenset())) for o, lab in objs.items()}) for r, objs in labels.items()}
+        st.items = len(all_objects)
 
-    fetched: dict[str, tuple[str, dict]] = {}
     drafts: list[dict] = []
     per_relation: Counter = Counter()
-    with _StageTimer(client, stages, "4 eval subject facts (VALUES batches)") as st:
-        bar = tqdm(total=cfg.max_cases, desc="edit cases", unit="case", disable=cfg.quiet)
-        for i in range(0, len(eval_cands), cfg.batch_size):
+    with _StageTimer(client, stages, "5 edit cases") as st:
+        for s in order:
             if len(drafts) >= cfg.max_cases:
                 break
-            batch = eval_cands[i:i + cfg.batch_size]
-            fetched.update(fetch_subject_facts(client, batch, pool_set))
-            for s in batch:
-                if len(drafts) >= cfg.max_cases:
-                    break
-                if s in fetched:
-                    d = draft_case(s, *fetched[s], templates, objects, per_relation, cfg)
-                    if d is not None:
-                        drafts.append(d)
-                        per_relation[d["relation_id"]] += 1
-                        bar.update(1)
-        bar.close()
+            if s in fetched and len(fetched[s][1]) >= cfg.min_properties:
+                d = draft_case(s, *fetched[s], templates, objects, per_relation, cfg)
+                if d is not None:
+                    drafts.append(d)
+                    per_relation[d["relation_id"]] += 1
         st.items = len(drafts)
     if not drafts:
         raise BuildError("empty result: no subject yields an edit case; relax --relations or --min-properties")
+    if len(drafts) < cfg.max_cases:
+        log.warning("only %d edit cases (asked for %d): the sampled tiers ran out; lower --min-sitelinks",
+                    len(drafts), cfg.max_cases)
 
-    with _StageTimer(client, stages, "5 neighbours (VALUES batches)") as st:
-        add_neighbours(client, drafts, templates, cfg)
+    with _StageTimer(client, stages, "6 neighbours (from the sampled facts)") as st:
+        add_neighbours(drafts, order, fetched, templates, cfg)
         st.items = sum(len(d["neighborhood_prompts"]) for d in drafts)
 
-    with _StageTimer(client, stages, "6 relation similarity") as st:
+    with _StageTimer(client, stages, "7 relation similarity") as st:
         sims = relation_similarity([relations[p] for p in pool], cfg.embedder)
         fine_sims = [sims[(d["relation_id"], f["relation_id"])] for d in drafts for f in d["fine_grained"]]
         thresholds = cfg.thresholds or tertile_thresholds(fine_sims)
         st.items = len(pool) ** 2
 
     eval_subjects = {d["subject_id"] for d in drafts}
-    with _StageTimer(client, stages, "7 krd_train subject facts (VALUES batches)") as st:
-        krd_cands = sorted((s for s in n_props if s not in eval_subjects), key=pid_key)
-        _rng(cfg.seed, "subjects", "krd").shuffle(krd_cands)
+    with _StageTimer(client, stages, "8 krd_train records") as st:
         krd = []
-        bar = tqdm(total=cfg.krd_samples, desc="krd_train samples", unit="fact", disable=cfg.quiet)
-        for i in range(0, len(krd_cands), cfg.batch_size):
+        for s in order:
             if len(krd) >= cfg.krd_samples:
                 break
-            batch = krd_cands[i:i + cfg.batch_size]
-            need = [s for s in batch if s not in fetched]
-            if need:
-                fetched.update(fetch_subject_facts(client, need, pool_set))
-            for s in batch:
-                if s in fetched and len(krd) < cfg.krd_samples:
-                    new = krd_records(s, *fetched[s], templates, objects, cfg)[: cfg.krd_samples - len(krd)]
-                    krd.extend(new)
-                    bar.update(len(new))
-        bar.close()
+            if s in fetched and s not in eval_subjects:
+                krd.extend(krd_records(s, *fetched[s], templates, objects, cfg)[: cfg.krd_samples - len(krd)])
         st.items = len(krd)
 
-    with _StageTimer(client, stages, "8 assemble + validate") as st:
+    with _StageTimer(client, stages, "9 assemble + validate") as st:
         eval_records = [finish(d, sims, thresholds) for d in drafts]
         krd_out = [finish(d, sims, thresholds) for d in krd]
         for rec in eval_records + krd_out:
@@ -265,7 +415,17 @@ def build(client: SparqlClient, cfg: BuildConfig) -> BuildResult:
     digest = hashlib.sha256()
     for rec in eval_records + krd_out:
         digest.update(repr(sorted(rec.items())).encode())
-    return BuildResult(eval_records, krd_out, thresholds, relations, stages, "sha256:" + digest.hexdigest())
+    case_links = sorted(links[d["subject_id"]] for d in drafts)
+    sampling.update({
+        "rule": (f"items in descending order of wikibase:sitelinks (tiers of counts, "
+                 f"each one VALUES query with LIMIT {cfg.tier_limit}, stopping once enough subjects are found, "
+                 f"never below {cfg.min_sitelinks}); their facts and English labels in VALUES batches of {cfg.batch_size}; "
+                 f"an edit case from each subject with facts under >= {cfg.min_properties} pool relations, "
+                 f"in that order, its edit relation the least used so far; krd_train from the next subjects"),
+        "case_sitelinks_min": case_links[0], "case_sitelinks_median": case_links[len(case_links) // 2],
+        "timeout_splits": sum(client.splits.values())})
+    return BuildResult(eval_records, krd_out, thresholds, relations, list(stages.values()),
+                       "sha256:" + digest.hexdigest(), sampling)
 
 
 def draft_case(s: str, label: str, facts: dict[str, dict[str, str]], templates: dict[str, RelationTemplates],
@@ -336,14 +496,16 @@ def krd_records(s: str, label: str, facts: dict[str, dict[str, str]], templates:
     return out
 
 
-def add_neighbours(client: SparqlClient, drafts: list[dict], templates: dict[str, RelationTemplates],
-                   cfg: BuildConfig) -> None:
-    pairs = sorted({(d["relation_id"], d["target_true"]["id"]) for d in drafts}, key=lambda x: (pid_key(x[0]), pid_key(x[1])))
+def add_neighbours(drafts: list[dict], order: list[str], fetched: dict[str, tuple[str, dict]],
+                   templates: dict[str, RelationTemplates], cfg: BuildConfig) -> None:
+    """Neighbourhood prompts: other sampled (popular) subjects s' with (s', r, o); no query scans a relation's holders."""
     holders: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-    chunks = [pairs[i:i + 100] for i in range(0, len(pairs), 100)]
-    for chunk in tqdm(chunks, desc="neighbours", unit="batch", disable=cfg.quiet):
-        for r in client.run("neighbours", pairs=value_pairs("prop", "o", chunk)):
-            holders[(qid(r["prop"]), qid(r["o"]))][qid(r["s"])] = r["sLabel"]
+    for s in order:
+        if s in fetched:
+            label, facts = fetched[s]
+            for r, objs in facts.items():
+                for o in objs:
+                    holders[(r, o)][s] = label
     for d in drafts:
         key = (d["relation_id"], d["target_true"]["id"])
         others = sorted((s for s, lab in holders[key].items() if s != d["subject_id"] and lab != d["subject"]), key=pid_key)

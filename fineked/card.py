@@ -56,8 +56,15 @@ reproducible re-construction, not the paper's file.
 ## How it was made
 
 - **Endpoint:** {info['endpoint']}
+- **Build date:** {info['build_date']} (the date of the queries; the only line of this card that changes between
+  two builds of the same endpoint, seed and configuration; pin it with `--build-date`)
 - **Snapshot fingerprint:** `{info['snapshot']}`
+- **Query files (fineked/queries/*.rq) digest:** `{info['queries']}`
 - **Query results fingerprint:** `{info['results']}`
+- **Subject sampling:** {info['sampling'].get('rule', 'n/a')}. This build sampled
+  {info['sampling'].get('subjects_sampled', 0):,} subjects, down to {info['sampling'].get('min_sitelinks_sampled')} sitelinks;
+  its edit cases' subjects have {info['sampling'].get('case_sitelinks_min')} sitelinks or more
+  (median {info['sampling'].get('case_sitelinks_median')}).
 - **Seed:** {info['seed']}; **max cases:** {info['max_cases']}; **min properties per subject:** {info['min_properties']}
 - **Relation similarity:** cosine of `{info['embedder']}` embeddings of "label: description" (labels and
   descriptions fetched from WikiData by SPARQL).

@@ -45,13 +45,23 @@ def _build(args) -> int:
     cfg = BuildConfig(max_cases=args.max_cases, seed=args.seed, embedder=args.embedder,
                       relations=tuple(args.relations.split(",")) if args.relations else None,
                       min_properties=args.min_properties, n_constraints=args.constraints,
-                      krd_samples=args.krd_samples, thresholds=args.thresholds, quiet=args.quiet)
+                      krd_samples=args.krd_samples, thresholds=args.thresholds, quiet=args.quiet,
+                      min_sitelinks=args.min_sitelinks)
     _, stats = build_to_folder(Path(args.out), cfg, endpoint=args.endpoint, cache=not args.no_cache,
-                               timeout=args.timeout, retries=args.retries)
+                               timeout=args.timeout, retries=args.retries, refresh=args.refresh,
+                               max_age_days=args.cache_max_age, build_date=args.build_date)
     print(stats_table(stats))
     lo, hi = stats["thresholds"]
     print(f"\nthresholds: easy < {lo:.6f} <= middle < {hi:.6f} <= hard; written to {args.out}")
     return 0
+
+
+def _date(text: str) -> str:
+    try:
+        time.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError("--build-date takes YYYY-MM-DD, e.g. 2026-12-01") from None
+    return text
 
 
 def _publish(args) -> int:
@@ -81,9 +91,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--constraints", type=int, default=2, help="held-out constraint facts per case (default: %(default)s)")
     p.add_argument("--krd-samples", type=int, default=20000, help="krd_train records (default: %(default)s)")
     p.add_argument("--thresholds", type=_thresholds, default=None, help="LOW,HIGH level cuts (default: tertiles)")
-    p.add_argument("--timeout", type=float, default=60.0, help="per-query timeout in seconds")
+    p.add_argument("--min-sitelinks", type=int, default=6,
+                   help="lowest sitelink count the popularity-ordered subject sample may reach (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="per-query timeout in seconds; a batch that times out is retried as two halves")
     p.add_argument("--retries", type=int, default=5, help="tries per query on 429/503/timeouts (default: %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="ignore the on-disk query cache")
+    p.add_argument("--refresh", action="store_true", help="refetch every query and overwrite its cache entry")
+    p.add_argument("--cache-max-age", type=float, default=30.0,
+                   help="warn when cached results older than this many days are used for a remote endpoint")
+    p.add_argument("--build-date", type=_date, default=None,
+                   help="date written in the dataset card (default: today, UTC); pin it for byte-identical cards")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_build)
 

@@ -30,8 +30,11 @@ def oxigraph_binary() -> str:
     return exe
 
 
-def store_for(snapshot: Path = SNAPSHOT) -> Path:
-    """The Oxigraph store for a snapshot, keyed by its sha256; loaded once, then reused."""
+def store_for(snapshot: Path = SNAPSHOT, lenient: bool = False) -> Path:
+    """The Oxigraph store for a snapshot, keyed by its sha256; loaded once, then reused.
+
+    lenient: skip Oxigraph's validation while loading (faster; for large generated stand-ins).
+    """
     if not snapshot.exists():
         raise FileNotFoundError(f"snapshot {snapshot} not found; run scripts/make_snapshot.py")
     store = cache_dir() / "oxigraph" / file_sha256(snapshot)[:16]
@@ -45,8 +48,9 @@ def store_for(snapshot: Path = SNAPSHOT) -> Path:
         # RocksDB stores cannot be renamed after loading, so load in place; the marker says "complete".
         shutil.rmtree(store, ignore_errors=True)
         log.info("loading %s into Oxigraph (once)", snapshot.name)
-        proc = subprocess.run([oxigraph_binary(), "load", "--location", str(store), "--file", str(snapshot)],
-                              capture_output=True, text=True, preexec_fn=_die_with_parent)
+        proc = subprocess.run([oxigraph_binary(), "load", "--location", str(store), "--file", str(snapshot)]
+                              + (["--lenient"] if lenient else []), capture_output=True, text=True,
+                              preexec_fn=_die_with_parent)
         if proc.returncode != 0:
             shutil.rmtree(store, ignore_errors=True)
             first = (proc.stderr.strip().splitlines() or ["no message"])[0]
@@ -85,9 +89,12 @@ def _answers(url: str) -> bool:
 class LocalEndpoint:
     """`with LocalEndpoint() as ep: ep.url` -> http://127.0.0.1:PORT/query, stopped on exit."""
 
-    def __init__(self, port: int | None = None, snapshot: Path = SNAPSHOT, startup_timeout: float = 30.0):
+    def __init__(self, port: int | None = None, snapshot: Path = SNAPSHOT, startup_timeout: float = 30.0,
+                 timeout_s: int | None = None, lenient: bool = False):
         self.port = port or free_port()
         self.snapshot = snapshot
+        self.timeout_s = timeout_s  # the server's own per-query limit (WDQS: 60 s); None: no limit
+        self.lenient = lenient
         self.startup_timeout = startup_timeout
         self.url = f"http://127.0.0.1:{self.port}/query"
         self.proc: subprocess.Popen | None = None
@@ -97,9 +104,10 @@ class LocalEndpoint:
         return "sha256:" + file_sha256(self.snapshot)
 
     def start(self) -> LocalEndpoint:
-        store = store_for(self.snapshot)
+        store = store_for(self.snapshot, self.lenient)
+        limit = ["--timeout-s", str(self.timeout_s)] if self.timeout_s else []
         self.proc = subprocess.Popen(
-            [oxigraph_binary(), "serve-read-only", "--location", str(store), "--bind", f"127.0.0.1:{self.port}"],
+            [oxigraph_binary(), "serve-read-only", "--location", str(store), "--bind", f"127.0.0.1:{self.port}"] + limit,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

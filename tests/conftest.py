@@ -31,20 +31,14 @@ def small_config(**kw):
 @pytest.fixture(scope="session")
 def small_build(local_endpoint, tmp_path_factory):
     """A real build against the session's endpoint, with a fresh query cache, written to disk."""
-    from fineked.build import build, level_split, statistics
-    from fineked.card import render_card
-    from fineked.export import write_dataset
-    from fineked.records import LEVELS
+    from fineked.build import build
+    from fineked.pipeline import write_build
     from fineked.sparql import SparqlClient
 
     root = tmp_path_factory.mktemp("build")
     client = SparqlClient(local_endpoint.url, cache=root / "qcache", cache_key="test")
-    result = build(client, small_config())
-    stats = statistics(result)
-    info = {"endpoint": "test", "snapshot": local_endpoint.fingerprint, "results": result.results_fingerprint,
-            "seed": 0, "max_cases": 40, "min_properties": 3, "embedder": "all-MiniLM-L6-v2",
-            "thresholds": result.thresholds, "n_constraints": 2}
+    cfg = small_config()
+    result = build(client, cfg)
     out = root / "out"
-    write_dataset(out, {lv: level_split(result.eval_records, lv) for lv in LEVELS}, result.krd_records,
-                  render_card(stats, info))
+    stats = write_build(out, result, cfg, "test endpoint", local_endpoint.fingerprint, "2026-01-01")
     return {"result": result, "stats": stats, "out": out, "client": client}

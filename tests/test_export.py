@@ -9,7 +9,7 @@ from fineked.export import load_fineked, load_krd_train
 from fineked.records import LEVELS, record_from_dict
 
 
-def test_round_trip_through_parquet_save_to_disk_and_load_dataset(small_build):
+def test_round_trip_through_parquet_save_to_disk_and_load_dataset(small_build, tmp_path):
     from datasets import load_dataset
 
     out, res = small_build["out"], small_build["result"]
@@ -19,7 +19,9 @@ def test_round_trip_through_parquet_save_to_disk_and_load_dataset(small_build):
         assert [r.case_id for r in got] == [r.case_id for r in want] and len(got) > 0
         assert all(f.level == lv for r in got for f in r.fine_grained)
         assert load_fineked(out / "hf" / "default", lv) == got  # save_to_disk copy
-        hub_style = load_dataset(str(out), split=lv)  # the card's YAML configs drive this
+        # the card's YAML configs drive this; a fresh datasets cache, since a stale one keyed on the same
+        # pytest path can hand back an older build's rows
+        hub_style = load_dataset(str(out), split=lv, cache_dir=str(tmp_path / "hf"))
         assert [record_from_dict(r) for r in hub_style.to_list()] == got
         jsonl = [record_from_dict(json.loads(line)) for line in (out / "jsonl" / f"{lv}.jsonl").read_text().splitlines()]
         assert jsonl == got

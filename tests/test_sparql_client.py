@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from fineked.endpoint import free_port
-from fineked.sparql import Fragment, SparqlClient, SparqlError, iri, literal, render, value_pairs, values
+from fineked.endpoint import LocalEndpoint, free_port
+from fineked.sparql import Fragment, SparqlClient, SparqlError, SparqlTimeout, iri, literal, render, value_pairs, values
 
 OK_BODY = json.dumps({"head": {"vars": ["x"]},
                       "results": {"bindings": [{"x": {"type": "literal", "value": "hello"}}]}}).encode()
@@ -18,8 +18,9 @@ OK_BODY = json.dumps({"head": {"vars": ["x"]},
 class ScriptedServer:
     """A loopback HTTP server answering POSTs from a script of (status, headers, delay) steps."""
 
-    def __init__(self, script):
+    def __init__(self, script, delay_if=None, delay=0.0):
         self.script, self.requests = list(script), []
+        self.delay_if, self.delay = delay_if, delay
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -28,6 +29,8 @@ class ScriptedServer:
                 outer.requests.append({"t": time.monotonic(), "agent": self.headers.get("User-Agent"),
                                        "body": body, "method": "POST"})
                 status, headers, delay = outer.script.pop(0) if outer.script else (200, {}, 0)
+                if outer.delay_if is not None and outer.delay_if(body):
+                    delay = outer.delay
                 time.sleep(delay)
                 payload = OK_BODY if status == 200 else b"busy"
                 try:
@@ -80,14 +83,37 @@ def test_503_on_every_try_ends_in_one_line_error_naming_endpoint_query_and_fix()
     assert "\n" not in msg and srv.url in msg and "subjects" in msg and "HTTP 503" in msg and "after 3 tries" in msg
 
 
-def test_timeout_gives_a_clear_error():
+def test_timeout_gives_a_clear_error_without_retrying_the_same_query():
     srv = ScriptedServer([(200, {}, 3), (200, {}, 3)])
     try:
         client = SparqlClient(srv.url, cache=None, timeout=1, backoff=0.01, retries=2)
-        with pytest.raises(SparqlError, match=r"query slow: timed out after 1 s after 2 tries"):
+        with pytest.raises(SparqlTimeout, match=r"query slow: timed out after 1 s; raise --timeout or lower --batch-size"):
             client.select("slow", "SELECT ?x WHERE { }")
     finally:
         srv.close()
+    assert len(srv.requests) == 1  # the same query would time out again: the caller halves the batch instead
+
+
+def test_a_batch_that_times_out_is_retried_as_two_halves():
+    # the server stalls on any VALUES batch of more than two ids, as a slow endpoint stalls on big batches
+    srv = ScriptedServer([], delay_if=lambda body: body.count(b"entity/Q") > 2, delay=3)
+    try:
+        client = SparqlClient(srv.url, cache=None, timeout=1, backoff=0.01, retries=2)
+        ids = [f"Q{i}" for i in range(1, 9)]
+        rows = client.run_batched("object_types", ids, lambda chunk: {"objects": values("o", chunk)})
+    finally:
+        srv.close()
+    sizes = [r["body"].count(b"entity/Q") for r in srv.requests]
+    assert sizes == [8, 4, 2, 2, 4, 2, 2]  # 8 -> 4 + 4 -> (2 + 2) + (2 + 2), depth first
+    assert rows == [{"x": "hello"}] * 4 and client.splits["object_types"] == 3
+
+
+def test_the_endpoints_own_time_limit_is_a_timeout(tmp_path):
+    # Oxigraph stops a query at --timeout-s by cancelling the stream of a 200 response; that must read as a timeout
+    with LocalEndpoint(timeout_s=1) as ep:
+        client = SparqlClient(ep.url, cache=None, timeout=30)
+        with pytest.raises(SparqlTimeout, match="stopped the query at its time limit"):
+            client.select("heavy", "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o . ?s ?q ?r . ?r ?t ?u }")
 
 
 def test_dead_endpoint_gives_a_clear_error():
