@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import calendar
 import gzip
-import json
 import logging
 import time
 from collections import Counter, defaultdict
