@@ -114,28 +114,36 @@ def write_json_entry(path: Path | str, value: Any) -> None:
                       indent=None)
 
 
-def read_json_entry(path: Path | str, check: Check | None = None) -> Any | None:
-    """The entry's value; None if it is missing or corrupt (warned)."""
+def _read_entry(path: Path | str, decode: Callable[[bytes], Any], check: Check | None) -> Any | None:
+    """decode(bytes) checked by `check`; None if the file is missing, or damaged in any way (warned)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        entry = json.loads(raw.decode("utf-8"))
-        if not isinstance(entry, dict) or entry.get("format") != JSON_FORMAT:
-            raise ValueError("not a fineked cache entry")
-        value = entry["value"]
-        if entry.get("digest") != _digest(_canonical(value)):
-            raise ValueError("digest mismatch")
+        value = decode(raw)
         problem = check(value) if check else None
     except Exception as exc:  # any damage reads as "not cached": the caller recomputes
-        _reject(path, f"{type(exc).__name__}: {exc}")
-        return None
+        problem = f"{type(exc).__name__}: {exc}"
     if problem:
         _reject(path, problem)
         return None
     return value
+
+
+def _decode_json(raw: bytes) -> Any:
+    entry = json.loads(raw.decode("utf-8"))
+    if not isinstance(entry, dict) or entry.get("format") != JSON_FORMAT:
+        raise ValueError("not a fineked cache entry")
+    if entry.get("digest") != _digest(_canonical(entry["value"])):
+        raise ValueError("digest mismatch")
+    return entry["value"]
+
+
+def read_json_entry(path: Path | str, check: Check | None = None) -> Any | None:
+    """The entry's value; None if it is missing or corrupt (warned)."""
+    return _read_entry(path, _decode_json, check)
 
 
 # --- tensor entries (safetensors + JSON) --------------------------------------------------------------------
@@ -202,14 +210,9 @@ def write_tensor_entry(path: Path | str, value: Any) -> None:
 
 def read_tensor_entry(path: Path | str, check: Check | None = None, device: Any = None) -> Any | None:
     """The entry's value (tensors on `device`, default CPU); None if it is missing or corrupt (warned)."""
-    from safetensors.torch import load
+    def decode(raw: bytes) -> Any:
+        from safetensors.torch import load
 
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
         header, meta, data = _safetensors_parts(raw)
         tree = meta.get("tree")
         if tree is None or meta.get("digest") != _tensor_digest(header, tree, data):
@@ -217,15 +220,8 @@ def read_tensor_entry(path: Path | str, check: Check | None = None, device: Any 
         tensors = load(raw)
         if device is not None:
             tensors = {k: v.to(device) for k, v in tensors.items()}
-        value = _join(json.loads(tree), tensors)
-        problem = check(value) if check else None
-    except Exception as exc:  # any damage reads as "not cached": the caller recomputes
-        _reject(path, f"{type(exc).__name__}: {exc}")
-        return None
-    if problem:
-        _reject(path, problem)
-        return None
-    return value
+        return _join(json.loads(tree), tensors)
+    return _read_entry(path, decode, check)
 
 
 def finite_tensors(value: Any) -> str | None:

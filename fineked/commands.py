@@ -7,6 +7,8 @@ import logging
 import time
 from pathlib import Path
 
+from common.args import number
+
 log = logging.getLogger(__name__)
 
 
@@ -77,25 +79,25 @@ def add_parsers(sub) -> None:
     from fineked.similarity import DEFAULT_EMBEDDER
 
     p = sub.add_parser("endpoint", help="serve the bundled WikiData snapshot on 127.0.0.1 until Ctrl-C")
-    p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    p.add_argument("--port", type=number(int, 1, 65535), default=None, help="port (default: a free one)")
     p.set_defaults(func=_endpoint)
 
     p = sub.add_parser("build", help="build FINE-KED from a SPARQL endpoint (default: the local snapshot)")
     p.add_argument("--endpoint", default=None, help="SPARQL URL, e.g. https://query.wikidata.org/sparql (default: local)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: %(default)s)")
-    p.add_argument("--max-cases", type=int, default=4000, help="number of edit cases (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-cases", type=number(int, 1), default=4000, help="number of edit cases (default: %(default)s)")
+    p.add_argument("--seed", type=number(int, 0), default=0)
     p.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="sentence-transformers model (default: embedded %(default)s)")
     p.add_argument("--relations", default=None, help="comma-separated property ids for the pool (default: all templated)")
-    p.add_argument("--min-properties", type=int, default=3, help="facts under at least this many properties per subject")
-    p.add_argument("--constraints", type=int, default=2, help="held-out constraint facts per case (default: %(default)s)")
-    p.add_argument("--krd-samples", type=int, default=20000, help="krd_train records (default: %(default)s)")
+    p.add_argument("--min-properties", type=number(int, 1), default=3, help="facts under at least this many properties per subject")
+    p.add_argument("--constraints", type=number(int, 0), default=2, help="held-out constraint facts per case (default: %(default)s)")
+    p.add_argument("--krd-samples", type=number(int, 0), default=20000, help="krd_train records (default: %(default)s)")
     p.add_argument("--thresholds", type=_thresholds, default=None, help="LOW,HIGH level cuts (default: tertiles)")
-    p.add_argument("--min-sitelinks", type=int, default=6,
+    p.add_argument("--min-sitelinks", type=number(int, 0), default=6,
                    help="lowest sitelink count the popularity-ordered subject sample may reach (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=60.0,
+    p.add_argument("--timeout", type=number(float, 0.001), default=60.0,
                    help="per-query timeout in seconds; a batch that times out is retried as two halves")
-    p.add_argument("--retries", type=int, default=5, help="tries per query on 429/503/timeouts (default: %(default)s)")
+    p.add_argument("--retries", type=number(int, 1), default=5, help="tries per query on 429/503/timeouts (default: %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="ignore the on-disk query cache")
     p.add_argument("--refresh", action="store_true", help="refetch every query and overwrite its cache entry")
     p.add_argument("--cache-max-age", type=float, default=30.0,

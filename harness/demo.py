@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from common.args import number
 from harness.commands import add_placement_args
 from harness.errors import UserError
 
@@ -21,12 +22,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="out/demo", help="folder for every output (default: out/demo)")
     p.add_argument("--model", default="smollm2-135m")
     add_placement_args(p)
-    p.add_argument("--cases", type=int, default=2,
+    p.add_argument("--cases", type=number(int, 0), default=2,
                    help="edits per editor, each scored on easy, middle and hard (full benchmark: 0 = all)")
-    p.add_argument("--max-cases", type=int, default=120, help="edit cases to build (full benchmark: 4000)")
-    p.add_argument("--krd-samples", type=int, default=400, help="krd_train records for the demo KRD (paper: ~20000)")
-    p.add_argument("--krd-epochs", type=int, default=1)
-    p.add_argument("--krd-con-per-batch", type=int, default=4,
+    p.add_argument("--max-cases", type=number(int, 1), default=120, help="edit cases to build (full benchmark: 4000)")
+    p.add_argument("--krd-samples", type=number(int, 2), default=400, help="krd_train records for the demo KRD (paper: ~20000)")
+    p.add_argument("--krd-epochs", type=number(int, 0), default=1)
+    p.add_argument("--krd-con-per-batch", type=number(int, 0), default=4,
                    help="rows per batch that get the live-LLM constraint loss (0: all; the demo samples to stay fast)")
     p.add_argument("--editors", default=",".join(DEMO_EDITORS), help="comma-separated editor specs")
     p.add_argument("--quiet", action="store_true")

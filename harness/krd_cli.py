@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
+from common.args import number
 from harness.commands import add_placement_args
 from harness.errors import UserError
 
@@ -100,29 +101,29 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--model", required=True, help="smollm2-135m, a hub id, a local folder, tiny:FAMILY or random:NAME")
     add_placement_args(p)
     p.add_argument("--data", default="out/fineked", help="a FINE-KED build (krd_train) or hub id (default: %(default)s)")
-    p.add_argument("--samples", type=int, default=None, help="use this many krd_train records (default: all)")
-    p.add_argument("--siblings", type=int, default=1, help="|N|: sibling facts per sample in L_con, 1-10")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--warmup-epochs", type=int, default=20,
+    p.add_argument("--samples", type=number(int, 2), default=None, help="use this many krd_train records (default: all)")
+    p.add_argument("--siblings", type=number(int, 1, 10), default=1, help="|N|: sibling facts per sample in L_con, 1-10")
+    p.add_argument("--epochs", type=number(int, 0), default=2)
+    p.add_argument("--warmup-epochs", type=number(int, 0), default=20,
                    help="epochs of L_ctr + L_rec alone on the cached states first (seconds each; 0: off)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--llm-batch", type=int, default=32, help="rows per live LLM pass in L_con")
-    p.add_argument("--con-per-batch", type=int, default=0,
+    p.add_argument("--batch-size", type=number(int, 2), default=32)
+    p.add_argument("--llm-batch", type=number(int, 1), default=32, help="rows per live LLM pass in L_con")
+    p.add_argument("--con-per-batch", type=number(int, 0), default=0,
                    help="samples per batch whose L_con is computed (a random subset; 0: all). The LLM passes dominate "
                         "the cost, so this trades L_con variance for time")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--tau", type=float, default=0.1, help="InfoNCE temperature")
-    p.add_argument("--alpha", type=float, default=1.0, help="weight of L_con")
-    p.add_argument("--beta", type=float, default=1.0, help="weight of L_rec")
+    p.add_argument("--lr", type=number(float, 0), default=1e-3)
+    p.add_argument("--tau", type=number(float, 1e-6), default=0.1, help="InfoNCE temperature")
+    p.add_argument("--alpha", type=number(float, 0), default=1.0, help="weight of L_con")
+    p.add_argument("--beta", type=number(float, 0), default=1.0, help="weight of L_rec")
     p.add_argument("--no-ctr", action="store_true", help="ablation: no contrastive loss")
     p.add_argument("--no-kc", action="store_true", help="ablation: no knowledge-constraint loss")
-    p.add_argument("--layer", type=int, default=None, help="l (default: dike's YAML for the model)")
-    p.add_argument("--repr-layer", type=int, default=None, help="l_r (default: dike's YAML for the model)")
-    p.add_argument("--val-fraction", type=float, default=0.05)
-    p.add_argument("--patience", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layer", type=number(int, 0), default=None, help="l (default: dike's YAML for the model)")
+    p.add_argument("--repr-layer", type=number(int, 0), default=None, help="l_r (default: dike's YAML for the model)")
+    p.add_argument("--val-fraction", type=number(float, 0, 0.9), default=0.05)
+    p.add_argument("--patience", type=number(int, 1), default=1)
+    p.add_argument("--seed", type=number(int, 0), default=0)
     p.add_argument("--out", default=None, help="checkpoint folder (default: the cache folder dike reads)")
     p.add_argument("--fresh", action="store_true", help="ignore a saved training state")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--threads", type=number(int, 0), default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_krd)
