@@ -100,7 +100,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--retries", type=number(int, 1), default=5, help="tries per query on 429/503/timeouts (default: %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="ignore the on-disk query cache")
     p.add_argument("--refresh", action="store_true", help="refetch every query and overwrite its cache entry")
-    p.add_argument("--cache-max-age", type=float, default=30.0,
+    p.add_argument("--cache-max-age", type=number(float, 0), default=30.0,
                    help="warn when cached results older than this many days are used for a remote endpoint")
     p.add_argument("--build-date", type=_date, default=None,
                    help="date written in the dataset card (default: today, UTC); pin it for byte-identical cards")
