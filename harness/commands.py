@@ -39,6 +39,18 @@ def load_named_model(name: str, device: Any = None, dtype: Any = None) -> tuple[
     return model, tok, model_key(name)
 
 
+def named_model_key(name: str) -> str:
+    """The hparams key load_named_model would return, without loading anything."""
+    from editors.models import model_key
+    from editors.random_models import RANDOM_PREFIX, random_config
+
+    if name.startswith(TINY_PREFIX):
+        return "tiny"
+    if name.startswith(RANDOM_PREFIX):
+        return random_config(name[len(RANDOM_PREFIX):])[1]
+    return model_key(name)
+
+
 def add_placement_args(p: argparse.ArgumentParser) -> None:
     """--device and --dtype, for every command that loads a model (checked by editors.placement when it loads)."""
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
@@ -58,9 +70,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from editors.hparams import parse_overrides
     from harness.datasets import load_dataset
+    from harness.ray_run import check_ray_args
     from harness.rundir import RunDir
     from harness.runner import Run, RunConfig
 
+    check_ray_args(args.mode, args.ray, args.workers)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = RunConfig(model=args.model, editor=args.editor, mode=args.mode, batch_size=args.batch_size,
@@ -71,7 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.split)
     if not dataset.records:
         raise UserError(f"dataset {args.dataset!r} has no records")
-    model, tok, key = load_named_model(args.model, args.device, args.dtype)
+    if args.ray is None:
+        model, tok, key = load_named_model(args.model, args.device, args.dtype)
+    else:  # the Ray actors load the model; the driver holds none
+        model, tok, key = None, None, named_model_key(args.model)
     from editors.registry import parse_editor_spec
     base, flags = parse_editor_spec(args.editor)
     name = f"{base}[{','.join(flags)}]" if flags else base  # as editors.registry.display_name will say
@@ -79,7 +96,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = " ".join(shlex.quote(a) for a in ["fineked", *(getattr(args, "argv", None) or sys.argv[1:])])
     run = Run(cfg, dataset, model, tok, out, key, limit=args.limit, quiet=args.quiet,
               check_restore=args.check_restore, command=command, vstar_cache=args.vstar_cache)
-    summary = run.execute()
+    if args.ray is None:
+        summary = run.execute()
+    else:
+        from harness.ray_run import run_on_ray
+        summary = run_on_ray(run, args.model, args.device, args.dtype, args.ray, args.workers or 1)
     if not args.quiet:
         from harness.metrics import METRIC_BY_NAME
         shown = [k for k in ("ES", "PS", "NS", "Score", "tok_locality", "RLoc_tok_avg", "RLoc_prob_avg", "fluency")
@@ -133,6 +154,11 @@ def add_parsers(sub: Any) -> None:
                    help="reuse v* optimisations across runs (rome, memit, alphaedit, their -C variants, dike and "
                         "its ablations); keyed by the exact weights, request, settings and code, so results are unchanged")
     p.add_argument("--threads", type=number(int, 0), default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="shard the cases over Ray actors (single/batch/subject modes): no ADDRESS starts a local "
+                        "Ray, `auto` joins the cluster `ray start` made, or give host:port (pip install '.[ray]')")
+    p.add_argument("--workers", type=number(int, 1), default=None,
+                   help="with --ray: actors, each with one model replica (a GPU each on GPU machines; default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_run)
 

@@ -18,7 +18,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from harness.rundir import RunDir, SequentialState, config_hash, now
 
 log = logging.getLogger(__name__)
 MODES = ("single", "batch", "subject", "sequential")
+BatchRunner = Callable[[Sequence[Sequence[EditRecord]]], Iterable[list[dict[str, Any]]]]
 LIVE_METRICS = ("ES", "PS", "NS", "tok_locality", "RLoc_tok_hard")
 
 
@@ -172,6 +173,8 @@ class Run:
     command: str = ""
     pre_edit_cache: bool = True
     vstar_cache: Path | None = None  # v* memo folder, for editors that have one (editors.locate.vstar_cache)
+    # (placement_tag, placement_fields) of the model, for a driver that holds no model (harness.ray_run)
+    placement: tuple[str, dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
@@ -187,6 +190,7 @@ class Run:
                 log.warning("%s has no v* optimisation to memoise; --vstar-cache has no effect", self.editor_name)
         self.hp_hash = hparams_hash(self.editor.hparams)
         self.companions: dict[str, list[tuple[str, EditRequest]]] = {}  # first case id of a batch -> its fillers
+        self.pre: dict[str, Any] | None = None  # pre-edit predictions per case id (prepare)
 
     def hashed_config(self) -> dict[str, Any]:
         c = self.config
@@ -194,7 +198,7 @@ class Run:
                 "dataset": self.dataset.name, "dataset_fingerprint": self.dataset.fingerprint, "mode": c.mode,
                 "batch_size": c.batch_size, "eval_every": c.eval_every, "seed": c.seed,
                 "gen_tokens": c.gen_tokens, "score_batch_size": c.score_batch_size,
-                **({"placement": placement_tag(self.model)[1:]} if placement_tag(self.model) else {})}
+                **({"placement": self.placement_of()[0][1:]} if self.placement_of()[0] else {})}
 
     def manifest(self, cfg: dict[str, Any]) -> dict[str, Any]:
         return {"config": cfg, "config_hash": config_hash(cfg), "model": self.config.model,
@@ -203,26 +207,55 @@ class Run:
                 "overrides": self.config.overrides,
                 "dataset": {"name": self.dataset.name, "spec": self.dataset.spec, "split": self.dataset.split,
                             "fingerprint": self.dataset.fingerprint, "n_records": len(self.dataset.records)},
-                "seed": self.config.seed, "placement": placement_fields(self.model),
+                "seed": self.config.seed, "placement": self.placement_of()[1],
                 "versions": library_versions(), "git_commit": git_commit(),
                 "command": self.command, "created": now()}
 
-    def execute(self) -> dict[str, Any]:
-        """Run (or resume) to completion, holding the folder's lock; returns the aggregates of every case."""
+    def placement_of(self) -> tuple[str, dict[str, Any]]:
+        if self.model is not None:
+            return placement_tag(self.model), placement_fields(self.model)
+        assert self.placement is not None, "a Run without a model needs its placement"
+        return self.placement
+
+    def execute(self, run_batches: BatchRunner | None = None) -> dict[str, Any]:
+        """Run (or resume) to completion, holding the folder's lock; returns the aggregates of every case.
+        `run_batches(batches)` yields the result lines of each batch, in any order (default: edit_batch here, in
+        order; harness.ray_run shards them over Ray actors). The rest (resume, results, summary) is the same."""
         self.rundir = RunDir(self.out)
         with self.rundir.locked():
-            return self._execute()
+            return self._execute(run_batches or self._local_batches)
 
-    def _execute(self) -> dict[str, Any]:
-        records = list(self.dataset.records[:self.limit] if self.limit is not None else self.dataset.records)
-        check_lengths(records, self.tok, getattr(self.model.config, "max_position_embeddings", None)
-                      or getattr(self.model.config, "n_positions", None))
+    def _local_batches(self, batches: Sequence[Sequence[EditRecord]]) -> Iterator[list[dict[str, Any]]]:
+        for batch in batches:
+            yield self.edit_batch(batch)
+
+    def _execute(self, run_batches: BatchRunner) -> dict[str, Any]:
         cfg = self.hashed_config()
         self.rundir.check_config(cfg)
         self.pending_manifest = self.manifest(cfg)  # written with the first result (RunDir.ensure_manifest)
         self.rundir.note_command(self.command)
-        cache = pre_edit_cache_path(self.config.model, self.dataset.fingerprint, self.model) if self.pre_edit_cache else None
-        self.pre = load_or_compute_pre_edit(self.model, self.tok, records, cache, self.config.score_batch_size)
+        records, batches = self.prepare(self.pre)  # a driver without a model was given them (harness.ray_run)
+        if self.config.mode == "sequential":
+            rows = self._sequential(records, batches)
+        else:
+            rows = self._restoring(records, batches, run_batches)
+        return self.write_summary(rows)
+
+    def records(self) -> list[EditRecord]:
+        return list(self.dataset.records[:self.limit] if self.limit is not None else self.dataset.records)
+
+    def prepare(self, pre: dict[str, Any] | None = None) -> tuple[list[EditRecord], list[list[EditRecord]]]:
+        """Pre-edit predictions (given, from the disk cache, or computed), the batch plan and the subject-batch
+        companions: everything edit_batch needs. Returns (records, batches)."""
+        records = self.records()
+        if self.model is not None:
+            check_lengths(records, self.tok, getattr(self.model.config, "max_position_embeddings", None)
+                          or getattr(self.model.config, "n_positions", None))
+        if pre is None:
+            cache = (pre_edit_cache_path(self.config.model, self.dataset.fingerprint, self.model)
+                     if self.pre_edit_cache else None)
+            pre = load_or_compute_pre_edit(self.model, self.tok, records, cache, self.config.score_batch_size)
+        self.pre = pre
         batches = plan_batches(records, self.config.mode, self.config.batch_size)
         self.companions = {}
         short = [b for b in batches if len(b) < self.config.batch_size] if self.config.mode == "subject" else []
@@ -231,10 +264,9 @@ class Run:
             for b in short:
                 self.companions[b[0].case_id] = companion_requests(b[0], self.config.batch_size - len(b), objects,
                                                                    self.config.seed)
-        if self.config.mode == "sequential":
-            rows = self._sequential(records, batches)
-        else:
-            rows = self._restoring(records, batches)
+        return records, batches
+
+    def write_summary(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         summary = {k: dataclasses.asdict(v) for k, v in aggregate([r["metrics"] for r in rows],
                                                                   seed=self.config.seed).items()}
         self.rundir.write_summary({"n_cases": len(rows), "metrics": summary, "gpu_peak_mb": peak_summary(rows)})
@@ -252,7 +284,32 @@ class Run:
         return evaluate_cases(self.model, self.tok, batch, self.pre, self.config.score_batch_size,
                               self.config.gen_tokens, skip_relations(batch, relations))
 
-    def _restoring(self, records: list[EditRecord], batches: list[list[EditRecord]]) -> list[dict]:
+    def edit_batch(self, batch: Sequence[EditRecord]) -> list[dict[str, Any]]:
+        """Edit one batch (seeded by its first case), evaluate it, restore the model: one result line per case."""
+        seed_everything(batch_seed(self.config.seed, batch[0].case_id))
+        device = model_placement(self.model)[0]
+        reset_peak_memory(device)
+        t0 = time.perf_counter()
+        companions = [req for _, req in self.companions.get(batch[0].case_id, [])]
+        result = self.editor.apply(self.model, self.tok, [edit_request(r) for r in batch] + companions)
+        t1 = time.perf_counter()
+        peak = {"edit": peak_memory_mb(device)}
+        reset_peak_memory(device)
+        rows = self._evaluate(batch)
+        t2 = time.perf_counter()
+        peak["eval"] = peak_memory_mb(device)
+        before = result.digests() if self.check_restore else None
+        result.restore(self.model)
+        if before is not None and parameter_digests(self.model, list(before)) != before:
+            raise RuntimeError(f"{self.editor_name}: restore was not bit-exact after batch {batch[0].case_id}")
+        extra = {"companions": [c.case_id for c in companions]} if companions else {}
+        diags = result.info.get("diagnostics") or []  # per request, in request order (the batch comes first)
+        return [self._line(r, batch, row, (t1 - t0) / (len(batch) + len(companions)), (t2 - t1) / len(batch),
+                           {**extra, **({"diagnostics": diags[j]} if j < len(diags) else {})}, peak)
+                for j, (r, row) in enumerate(zip(batch, rows))]
+
+    def _restoring(self, records: list[EditRecord], batches: list[list[EditRecord]],
+                   run_batches: BatchRunner) -> list[dict]:
         lines = self.rundir.results()
         done = {ln["case_id"] for ln in lines}
         wanted = {r.case_id for r in records}
@@ -263,31 +320,10 @@ class Run:
         bar = tqdm(total=len(records), initial=len(done & wanted), disable=self.quiet, desc=self.editor_name,
                    unit="case")
         bar.set_postfix(means.postfix())
-        for batch in batches:
-            todo = [r for r in batch if r.case_id not in done]
-            if not todo:
-                continue
-            seed_everything(batch_seed(self.config.seed, batch[0].case_id))
-            device = model_placement(self.model)[0]
-            reset_peak_memory(device)
-            t0 = time.perf_counter()
-            companions = [req for _, req in self.companions.get(batch[0].case_id, [])]
-            result = self.editor.apply(self.model, self.tok, [edit_request(r) for r in batch] + companions)
-            t1 = time.perf_counter()
-            peak = {"edit": peak_memory_mb(device)}
-            reset_peak_memory(device)
-            rows = self._evaluate(batch)
-            t2 = time.perf_counter()
-            peak["eval"] = peak_memory_mb(device)
-            before = result.digests() if self.check_restore else None
-            result.restore(self.model)
-            if before is not None and parameter_digests(self.model, list(before)) != before:
-                raise RuntimeError(f"{self.editor_name}: restore was not bit-exact after batch {batch[0].case_id}")
-            extra = {"companions": [c.case_id for c in companions]} if companions else {}
-            diags = result.info.get("diagnostics") or []  # per request, in request order (the batch comes first)
-            new = [self._line(r, batch, row, (t1 - t0) / (len(batch) + len(companions)), (t2 - t1) / len(batch),
-                              {**extra, **({"diagnostics": diags[j]} if j < len(diags) else {})}, peak)
-                   for j, (r, row) in enumerate(zip(batch, rows)) if r.case_id in {t.case_id for t in todo}]
+        todo = [b for b in batches if any(r.case_id not in done for r in b)]
+        for batch_lines in run_batches(todo):
+            # a batch partly done before (a larger --limit) is edited whole again; only its new cases are written
+            new = [ln for ln in batch_lines if ln["case_id"] not in done]
             self.rundir.ensure_manifest(self.pending_manifest)
             self.rundir.append_results(new)
             for ln in new:
