@@ -1,6 +1,7 @@
 """AlphaEdit (Fang et al. 2025): MEMIT's spreading with the update projected onto the null space of C.
 
-  P = U Uᵀ over C's eigenvectors with eigenvalue < nullspace_threshold (cached next to C);
+  P = U Uᵀ over C's eigenvectors with eigenvalue < nullspace_threshold (editors.locate.projector: eigh on the
+  model's device, cached on disk by the digest of C);
   Δ = R Kᵀ P (K Kᵀ P + K_p K_pᵀ P + L2·I)⁻¹, K_p the keys of earlier edits of this editor instance.
 K_p is editor state: apply() appends to it, EditResult.restore() takes the edit's keys back out (so the runner's
 restore-after-each-case mode sees no stale keys), and reset() clears it.
@@ -15,8 +16,8 @@ import torch
 from editors.adapters import ModelAdapter
 from editors.base import EditRequest, EditResult
 from editors.locate.editor import LocateEditor, Timer
-from editors.locate.solve import alphaedit_delta, nullspace_projector
-from editors.locate.stats import stats_path
+from editors.locate.projector import cached_projector
+from editors.locate.solve import alphaedit_delta
 from editors.memit import MemitHparams, default_range, spread_update, target_residuals
 
 
@@ -47,7 +48,7 @@ class AlphaEditEditor(LocateEditor):
 
     def __init__(self, hparams: Any | None = None):
         super().__init__(hparams)
-        self._projectors: dict[tuple, torch.Tensor] = {}
+        self._projectors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # -> (C, P on the model's device)
         self.prev_keys: dict[int, torch.Tensor] = {}  # layer -> (d_in, N) keys of earlier edits still in place
 
     def reset(self) -> None:
@@ -74,25 +75,18 @@ class AlphaEditEditor(LocateEditor):
         return AlphaEditResult(originals=base.originals, editor=self)
 
     def projector(self, model: Any, layer: int, C: torch.Tensor) -> torch.Tensor:
-        """P for `layer`, from memory, from disk next to C, or computed (eigh in float64) and saved."""
+        """P for `layer` on the model's device: from memory, else editors.locate.projector (disk, or eigh there)."""
         hp = self.hparams
-        key = (id(C), layer, hp.nullspace_threshold)
-        if key in self._projectors:
-            return self._projectors[key]
+        device = next(model.parameters()).device
+        key = (id(C), layer, hp.nullspace_threshold, str(device))
+        hit = self._projectors.get(key)
+        if hit is not None and hit[0] is C:  # id() alone could name a freed C's successor
+            return hit[1]
         if hp.stats_corpus == "identity":
-            P = torch.eye(C.shape[0], dtype=torch.float64) * float(1.0 < hp.nullspace_threshold)
+            P = torch.eye(C.shape[0], dtype=torch.float64, device=device) * float(1.0 < hp.nullspace_threshold)
         else:
-            from safetensors.torch import load_file, save_file
-
-            cpath = stats_path(model, layer, hp.stats_corpus, hp.stats_n_samples, hp.stats_max_len,
-                               getattr(torch, hp.stats_dtype))
-            path = cpath.with_name(cpath.stem + f"-P{hp.nullspace_threshold:g}.safetensors")
-            if path.exists():
-                P = load_file(str(path))["projector"]
-            else:
-                P = nullspace_projector(C, hp.nullspace_threshold)
-                save_file({"projector": P.contiguous()}, str(path))
-        self._projectors[key] = P
+            P = cached_projector(C, hp.nullspace_threshold, device)
+        self._projectors[key] = (C, P)
         return P
 
     def edit(self, model: Any, tok: Any, adapter: ModelAdapter, layers: list[int], requests: Sequence[EditRequest],
