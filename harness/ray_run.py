@@ -95,13 +95,21 @@ class CaseWorker:
 
         if device == "cpu":
             torch.set_num_threads(1)  # one CPU per actor: more threads would fight over it
-        model, tok, key = load_named_model(model_name, device, dtype)
-        self.run = Run(model=model, tok=tok, model_key=key, **run_kwargs)
-        self.run.editor.quiet = True  # no progress bars from the actors
-        self.run.prepare(pre)
-        self.by_id = {r.case_id: r for r in self.run.records()}
+        # An actor whose constructor raises just dies, with its error as text; a method's error comes back to the
+        # driver as itself (RayTaskError.cause), so a bad model name or too long a prompt is kept for placement().
+        self.error: Exception | None = None
+        try:
+            model, tok, key = load_named_model(model_name, device, dtype)
+            self.run = Run(model=model, tok=tok, model_key=key, **run_kwargs)
+            self.run.editor.quiet = True  # no progress bars from the actors
+            self.run.prepare(pre)
+            self.by_id = {r.case_id: r for r in self.run.records()}
+        except Exception as exc:
+            self.error = exc
 
     def placement(self) -> tuple[str, dict[str, Any]]:
+        if self.error is not None:
+            raise self.error
         return self.run.placement_of()
 
     def pre_edit(self) -> dict[str, Any]:

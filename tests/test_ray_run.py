@@ -138,3 +138,11 @@ def test_a_killed_driver_resumes_with_no_case_lost_or_duplicated(cluster, env):
     got = lines(out)
     assert sorted(r["case_id"] for r in got) == sorted(c[0] for c in CASES)
     assert without_timing(got) == without_timing(lines(one))
+
+
+def test_a_model_the_workers_cannot_load_is_one_line(cluster, env, capsys):
+    data = write_records(env / "cases.jsonl")
+    rc = main(["run", *EDIT[:2], "--model", str(env / "no-such-model"), "--dataset", str(data), "--quiet",
+               "--out", str(env / "bad"), "--ray", cluster])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("fineked run: error: cannot load model") and "no-such-model" in err[-1]
