@@ -21,19 +21,29 @@ from harness.cli import main as cli
 
 
 def timed_run(argv: list[str], out: Path) -> tuple[float, float, int]:
-    """(wall s, s from the first result line to the last, lines) of one `fineked run`."""
+    """(wall s, s from the first result line to the last, lines) of one `fineked run` (in this thread: the CLI
+    installs signal handlers; a watcher thread notes when the first line lands)."""
     results = out / "results.jsonl"
     first: list[float] = []
-    rc: list[int] = []
+    running = threading.Event()
+    running.set()
+
+    def watch() -> None:
+        while running.is_set() and not first:
+            if results.exists() and results.stat().st_size:
+                first.append(time.perf_counter())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
     t0 = time.perf_counter()
-    th = threading.Thread(target=lambda: rc.append(cli(argv + ["--out", str(out)])))
-    th.start()
-    while th.is_alive():
-        if not first and results.exists() and results.stat().st_size:
-            first.append(time.perf_counter())
-        time.sleep(0.05)
+    watcher.start()
+    try:
+        rc = cli(argv + ["--out", str(out)])
+    finally:
+        running.clear()
+        watcher.join()
     wall = time.perf_counter() - t0
-    if rc != [0]:
+    if rc != 0:
         raise SystemExit(f"fineked run failed: {argv}")
     n = len(results.read_text().splitlines())
     return wall, wall - (first[0] - t0 if first else 0.0), n

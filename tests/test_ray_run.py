@@ -96,21 +96,28 @@ def test_a_worker_killed_mid_case_has_its_case_retried(cluster, env):
     data = write_records(env / "cases.jsonl")
     one = one_process(env, data, edit=SLOW_EDIT)
     out = env / "ray"
-    rc: list[int] = []
-    driver = threading.Thread(target=lambda: rc.append(main(["run", *SLOW_EDIT, "--dataset", str(data), "--out",
-                                                             str(out), "--ray", cluster, "--workers", "2"])))
-    driver.start()
-    killed = None
-    deadline = time.monotonic() + 300
-    while driver.is_alive() and killed is None and time.monotonic() < deadline:
-        busy = case_workers_of_this_test()
-        if busy and (out / "results.jsonl").exists():  # past the first batch: both workers are editing
-            killed = busy[0]
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.02)
-    driver.join(timeout=600)
-    assert killed is not None, "no worker was caught mid-case"
-    assert rc == [0]
+    killed: list[int] = []
+    running = threading.Event()
+    running.set()
+
+    def killer() -> None:  # the CLI installs signal handlers, so it runs in the main thread and this one kills
+        deadline = time.monotonic() + 300
+        while running.is_set() and not killed and time.monotonic() < deadline:
+            busy = case_workers_of_this_test()
+            if busy and (out / "results.jsonl").exists():  # past the first batch: both workers are editing
+                os.kill(busy[0], signal.SIGKILL)
+                killed.append(busy[0])
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=killer)
+    watcher.start()
+    try:
+        rc = main(["run", *SLOW_EDIT, "--dataset", str(data), "--out", str(out), "--ray", cluster, "--workers", "2"])
+    finally:
+        running.clear()
+        watcher.join()
+    assert killed, "no worker was caught mid-case"
+    assert rc == 0
     got = lines(out)
     assert sorted(r["case_id"] for r in got) == sorted(c[0] for c in CASES)  # each case exactly once
     assert without_timing(got) == without_timing(lines(one))
