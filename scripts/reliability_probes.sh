@@ -171,10 +171,10 @@ fk report live --out rep >/dev/null 2>&1; r=$?
 row "report on a run with a torn last line" "fineked report live" $r "results.jsonl rewritten: $([ "$before" = "$(sha256sum <live/results.jsonl)" ] && echo no || echo YES)"
 cp -r "$ROOT/leaderboards/data/fineked" part && rm part/README.md part/krd_train/train.parquet
 probe "a partly written build" "fineked run --dataset part --split easy" fk run --model tiny:llama --dataset part --split easy --editor ft --out pb
-mkdir -p mine-upload && echo keep >mine-upload/precious.txt
-probe "publish --dry-run onto a folder it did not stage" "fineked publish --dry-run ... (staging folder exists)" \
-  $PY -c "from fineked.publish import publish; publish(__import__('pathlib').Path('$ROOT/leaderboards/data/fineked'), 'org/x', dry_run=True, staging=__import__('pathlib').Path('mine-upload'))"
-row "(the folder afterwards)" "cat mine-upload/precious.txt" - "$(cat mine-upload/precious.txt)"
+cp -r "$ROOT/leaderboards/data/fineked" fk && mkdir -p fk-upload && echo keep >fk-upload/precious.txt
+probe "publish --dry-run onto a folder it did not stage" "fineked publish --dry-run --repo-id org/x --data fk (fk-upload exists)" \
+  fk publish --dry-run --repo-id org/x --data fk
+row "(the folder afterwards)" "cat fk-upload/precious.txt" - "$(cat fk-upload/precious.txt)"
 $PY -c "import json; print(json.dumps({'case_id': 'n', 'subject': 'France', 'prompt': 'The capital of France is', 'target_true': {'str': 'Paris'}, 'target_new': {'str': 'Rome'}, 'fine_grained': [{'relation_id': 'P1', 'prompt': 'France is in', 'target': {'str': 'Europe'}, 'similarity': float('nan'), 'level': 'easy'}]}))" >nan.jsonl
 probe "a NaN similarity" "fineked run --dataset nan.jsonl ..." fk run --model tiny:llama --dataset nan.jsonl --editor ft --out n
 fk "${RUN[@]}" --editor rome --set v_num_grad_steps=2 --set stats_n_samples=40 --limit 1 --out q 2>eq; r=$?
