@@ -139,8 +139,9 @@ except SparqlError as e:
 EOF
 probe "9. a result with results:{}" "SparqlClient(...).select() against a server answering {\"results\":{}}" $PY srv.py empty
 probe "9. Retry-After: soon" "SparqlClient(...).select() against a server answering 429, Retry-After: soon" $PY srv.py soon
-probe "9. publish with the network down" "HF_ENDPOINT=http://127.0.0.1:9 fineked publish --repo-id org/x ..." \
-  env HF_HUB_OFFLINE=0 HF_ENDPOINT=http://127.0.0.1:9 HF_TOKEN=hf_dummy $PY -m harness.cli publish --repo-id org/x --data "$ROOT/leaderboards/data/fineked"
+cp -r "$ROOT/leaderboards/data/fineked" net  # publish stages next to --data: never inside the checkout
+probe "9. publish with the network down" "HF_ENDPOINT=http://127.0.0.1:9 fineked publish --repo-id org/x --data net" \
+  env HF_HUB_OFFLINE=0 HF_ENDPOINT=http://127.0.0.1:9 HF_TOKEN=hf_dummy $PY -m harness.cli publish --repo-id org/x --data net
 fk "${RUN[@]}" --editor ft "${FT[@]}" --limit 3 --out cm 2>/dev/null; cp -r cm tm
 $PY -c "import sys; p='cm/results.jsonl'; L=open(p).read().splitlines(); L[1]=L[1][:30]; open(p,'w').write('\n'.join(L)+'\n')"
 probe "9. corrupt middle line in a run folder" "fineked report cm" fk report cm --out rep
