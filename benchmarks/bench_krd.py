@@ -1,11 +1,14 @@
-"""KRD training cost on a real model: seconds for caching (h_s, h_r), one L_con LLM chunk, one KRD-only step,
-and a projected epoch, printed as a table. Target (issue 5): 5,000 samples trained in < 20 min on a 2-core CPU.
+"""KRD training cost on a real model, printed as a table: seconds for caching (h_s, h_r), a training step with a
+full LLM pass per L_con row (no state cache), the first step with the state cache (the blocks up to l run once and
+are kept), a later step (only the blocks after l run), and the projected time of a run.
+Target (issue 13): 20,000 samples in < 60 min on the 2-core CPU, < 5 min on a GPU.
 
-    python benchmarks/bench_krd.py --model smollm2-135m --data out/fineked --samples 256
+    python benchmarks/bench_krd.py --model smollm2-135m --data out/fineked --samples 128 [--device cuda]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -17,22 +20,26 @@ def main() -> None:
     from harness.commands import add_placement_args
     add_placement_args(ap)
     ap.add_argument("--data", default="out/fineked")
-    ap.add_argument("--samples", type=int, default=256, help="samples to time on")
-    ap.add_argument("--siblings", type=int, default=1)
+    ap.add_argument("--samples", type=int, default=128, help="samples to time on (whole batches)")
+    ap.add_argument("--siblings", type=int, default=10, help="|N| cap, as in training")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--llm-batch", type=int, default=32)
-    ap.add_argument("--target-samples", type=int, default=5000, help="project an epoch of this many samples")
+    ap.add_argument("--target-samples", type=int, default=20000, help="project a run on this many samples")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs of the projected run")
     args = ap.parse_args()
 
     from editors.adapters import adapter_for
     from editors.dike.editor import DikeEditor
     from editors.dike.krd import KRD, KRDConfig
-    from editors.dike.train import KRDTrainConfig, batch_step, cached_states
+    from editors.dike.states import PrefixCache
+    from editors.dike.train import KRDTrainConfig, batch_step, cached_states, constraint_rows
     from fineked.export import load_krd_train
     from harness.commands import load_named_model
     from harness.krd_cli import records_to_samples
 
     model, tok, key = load_named_model(args.model, args.device, args.dtype)
+    device = next(model.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     ad = adapter_for(model)
     hp = DikeEditor.from_config(key, {}).hparams
     n = ad.n_layers(model)
@@ -41,34 +48,47 @@ def main() -> None:
     samples = records_to_samples(load_krd_train(args.data), args.samples)
     cfg = KRDTrainConfig(layer=layer, repr_layer=l_r, siblings=args.siblings, batch_size=args.batch_size,
                          llm_batch=args.llm_batch)
-    rows = []
-    t = time.perf_counter()
-    h_s, h_r = cached_states(model, tok, ad, cfg, samples, None)
-    cache_s = time.perf_counter() - t
-    rows.append(("cache h_s, h_r", cache_s, cache_s / len(samples)))
-    krd = KRD(KRDConfig(d=h_s.shape[1]))
-    opt = torch.optim.AdamW(krd.parameters(), lr=1e-3)
+    rows_per_sample = len(constraint_rows(samples, args.siblings, 0)) / len(samples)
     B = args.batch_size
-    times = {"full": [], "no_kc": []}
-    for variant in ("no_kc", "full"):
-        c = KRDTrainConfig(**{**cfg.__dict__, "no_kc": variant == "no_kc"})
-        for b in range(0, min(len(samples), 4 * B), B):
-            sel = list(range(b, min(b + B, len(samples))))
+    t = time.perf_counter()
+    h_s, h_r = (x.to(device) for x in cached_states(model, tok, ad, cfg, samples, None))
+    sync()
+    cache_per = (time.perf_counter() - t) / len(samples)
+    krd = KRD(KRDConfig(d=h_s.shape[1])).to(device)
+    opt = torch.optim.AdamW(krd.parameters(), lr=1e-3)
+
+    def per_sample(prefix: PrefixCache | None) -> float:
+        ts = []
+        for b in range(0, len(samples) - B + 1, B):
+            sel = list(range(b, b + B))
             t = time.perf_counter()
             opt.zero_grad()
-            batch_step(model, tok, ad, krd, c, [samples[i] for i in sel], h_s[sel], h_r[sel], train=True)
+            batch_step(model, tok, ad, krd, cfg, [samples[i] for i in sel], h_s[sel], h_r[sel], train=True,
+                       prefix=prefix)
             opt.step()
-            times[variant].append((time.perf_counter() - t) / len(sel))
-    for variant, ts in times.items():
-        per = sorted(ts)[len(ts) // 2]
-        rows.append((f"train step ({variant}), per sample", per * B, per))
-    per_full = sorted(times["full"])[len(times["full"]) // 2]
-    epoch = args.target_samples * (per_full + cache_s / len(samples))
-    rows.append((f"projected: cache + 1 epoch of {args.target_samples}", epoch, epoch / args.target_samples))
-    print(f"model {args.model}, l={layer}, l_r={l_r}, |N|={args.siblings}, batch {B}, threads {torch.get_num_threads()}")
-    print(f"{'phase':<44} {'seconds':>9} {'s/sample':>9}")
-    for name, s, per in rows:
-        print(f"{name:<44} {s:>9.2f} {per:>9.4f}")
+            sync()
+            ts.append((time.perf_counter() - t) / B)
+        return statistics.median(ts)
+
+    live = per_sample(None)
+    prefix = PrefixCache(model, ad, layer)
+    first = per_sample(prefix)  # fills the cache
+    later = per_sample(prefix)  # every row cached
+    N, E = args.target_samples, args.epochs
+    rows = [("cache h_s, h_r (once)", cache_per),
+            ("train step, full LLM pass per row", live),
+            ("train step, state cache: first epoch", first),
+            ("train step, state cache: later epochs", later)]
+    print(f"model {args.model} on {device}, l={layer}, l_r={l_r}, |N| ≤ {args.siblings} "
+          f"({rows_per_sample:.2f} L_con rows/sample), batch {B}, threads {torch.get_num_threads()}, "
+          f"timed on {len(samples)} samples")
+    print(f"{'phase':<44} {'s/sample':>9} {f'min for {N:,}':>14}")
+    for name, per in rows:
+        print(f"{name:<44} {per:>9.4f} {per * N / 60:>14.1f}")
+    no_cache = N * (cache_per + E * live) / 60
+    cached = N * (cache_per + first + (E - 1) * later) / 60
+    print(f"{f'projected run, {E} epochs, no state cache':<44} {'':>9} {no_cache:>14.1f}")
+    print(f"{f'projected run, {E} epochs, state cache':<44} {'':>9} {cached:>14.1f}")
 
 
 if __name__ == "__main__":

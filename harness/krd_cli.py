@@ -38,7 +38,7 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
 
     from editors.adapters import adapter_for
     from editors.dike.checkpoint import checkpoint_dir, load_resume_state, save_krd, save_resume_state
-    from editors.dike.diagnostics import diagnose, plot_curves
+    from editors.dike.diagnostics import diagnose, format_premise, plot_curves, premise_metrics
     from editors.dike.editor import DikeEditor
     from editors.dike.train import KRDTrainConfig, cached_states, data_fingerprint, default_state_cache, train_krd
     from editors.locate.fingerprint import model_fingerprint
@@ -61,11 +61,12 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
     cfg = KRDTrainConfig(layer=layer, repr_layer=l_r, tau=args.tau, alpha=args.alpha, beta=args.beta,
                          no_ctr=args.no_ctr, no_kc=args.no_kc, siblings=args.siblings, batch_size=args.batch_size,
                          llm_batch=args.llm_batch, con_per_batch=args.con_per_batch, epochs=args.epochs, lr=args.lr,
+                         cache_states=not args.no_cache_states, init=args.init,
                          val_fraction=args.val_fraction,
                          patience=args.patience, warmup_epochs=args.warmup_epochs, seed=args.seed)
     fp = model_fingerprint(model)
     out = Path(args.out) if args.out else checkpoint_dir(fp, layer, l_r, cfg.variant)
-    train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "patience")}
+    train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "patience", "cache_states")}
     meta = {"model": args.model, "model_fingerprint": fp, "layer": layer, "repr_layer": l_r,
             "data": str(args.data), "data_fingerprint": data_fingerprint(samples), "n_samples": len(samples),
             "train_config": train_cfg, "losses": {"tau": cfg.tau, "alpha": cfg.alpha, "beta": cfg.beta,
@@ -80,10 +81,15 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
                     quiet=args.quiet)
     h_s, h_r = cached_states(model, tok, adapter, cfg, samples, state_cache)
     val = res.val_indices
-    diag = diagnose(res.krd, h_s[val], h_r[val], out)
+    device = next(model.parameters()).device
+    diag = diagnose(res.krd.cpu(), h_s[val], h_r[val], out)
+    premise = premise_metrics(model, tok, adapter, res.krd.to(device), layer, [samples[i] for i in val],
+                              h_s[val].to(device), h_r[val].to(device), siblings=cfg.siblings, seed=cfg.seed,
+                              llm_batch=cfg.llm_batch, prefix=res.prefix)
+    res.krd.cpu()
     last = res.history["epochs"][-1] if res.history["epochs"] else {}
     meta.update(metrics={"silhouette": diag.silhouette, "silhouette_metric": diag.metric, "silhouette_n": diag.n,
-                         "best_val_total": res.best_val, "final": last},
+                         "best_val_total": res.best_val, "final": last, "premise": premise},
                 epochs_run=res.epochs_run, stopped_early=res.stopped_early, train_seconds=round(res.seconds, 1),
                 curves=res.history)
     save_krd(out, res.krd, meta)
@@ -93,6 +99,7 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
           f"val: ctr {last.get('val', {}).get('ctr', float('nan')):.3f} con_r {last.get('val', {}).get('con_r', float('nan')):.3f} "
           f"con_u {last.get('val', {}).get('con_u', float('nan')):.3f} rec {last.get('val', {}).get('rec', float('nan')):.4f}; "
           f"silhouette ({diag.metric}) {diag.silhouette:.3f}; t-SNE {diag.png}")
+    print(format_premise(premise))
     return 0
 
 
@@ -101,10 +108,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--model", required=True, help="smollm2-135m, a hub id, a local folder, tiny:FAMILY or random:NAME")
     add_placement_args(p)
     p.add_argument("--data", default="out/fineked", help="a FINE-KED build (krd_train) or hub id (default: %(default)s)")
-    p.add_argument("--samples", type=number(int, 2), default=None, help="use this many krd_train records (default: all)")
-    p.add_argument("--siblings", type=number(int, 1, 10), default=1, help="|N|: sibling facts per sample in L_con, 1-10")
+    p.add_argument("--samples", type=number(int, 2), default=20000,
+                   help="use this many krd_train records (default: %(default)s, METHOD.md §5.1; fewer if the build "
+                        "has fewer)")
+    p.add_argument("--siblings", type=number(int, 1, 10), default=10,
+                   help="|N|: at most this many sibling facts per sample in L_con, 1-10 (default: %(default)s)")
     p.add_argument("--epochs", type=number(int, 0), default=2)
-    p.add_argument("--warmup-epochs", type=number(int, 0), default=20,
+    p.add_argument("--warmup-epochs", type=number(int, 0), default=30,
                    help="epochs of L_ctr + L_rec alone on the cached states first (seconds each; 0: off)")
     p.add_argument("--batch-size", type=number(int, 2), default=32)
     p.add_argument("--llm-batch", type=number(int, 1), default=32, help="rows per live LLM pass in L_con")
@@ -114,7 +124,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--lr", type=number(float, 0), default=1e-3)
     p.add_argument("--tau", type=number(float, 1e-6), default=0.1, help="InfoNCE temperature")
     p.add_argument("--alpha", type=number(float, 0), default=1.0, help="weight of L_con")
-    p.add_argument("--beta", type=number(float, 0), default=1.0, help="weight of L_rec")
+    p.add_argument("--beta", type=number(float, 0), default=0.01,
+                   help="weight of L_rec = ‖h_s − ĥ_s‖² (default %(default)s: see README, 'The committed KRD')")
+    p.add_argument("--init", choices=("random", "split"), default="split",
+                   help="KRD initialisation; split (default): ĥ_s = h_s exactly at the start (KRD.split_init)")
     p.add_argument("--no-ctr", action="store_true", help="ablation: no contrastive loss")
     p.add_argument("--no-kc", action="store_true", help="ablation: no knowledge-constraint loss")
     p.add_argument("--layer", type=number(int, 0), default=None, help="l (default: dike's YAML for the model)")
@@ -125,5 +138,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--out", default=None, help="checkpoint folder (default: the cache folder dike reads)")
     p.add_argument("--fresh", action="store_true", help="ignore a saved training state")
     p.add_argument("--threads", type=number(int, 0), default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--no-cache-states", action="store_true",
+                   help="run the full model in every L_con pass instead of caching the states after block l")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_krd)

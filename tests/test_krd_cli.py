@@ -40,13 +40,18 @@ def test_train_krd_writes_checkpoint_diagnostics_and_resumes(small_build, tmp_pa
     assert meta["layer"] == 1 and meta["repr_layer"] == 2 and meta["n_samples"] == 60
     assert meta["epochs_run"] == 1 and len(meta["curves"]["epochs"]) == 1
     assert -1 <= meta["metrics"]["silhouette"] <= 1
+    premise = meta["metrics"]["premise"]  # checked against hand computations in test_krd_premise.py
+    assert 0 < premise["n_samples"] < 60 and premise["n_o_prime_rows"] > 0  # held-out samples only
+    assert set(premise["nll_o"]) == {"h_s", "z_r", "z_u"} == set(premise["nll_o_prime"])
+    assert premise["premise_met"] == all(premise["meets"].values())
     for f in ("krd.safetensors", "tsne.png", "curves.png", "resume.safetensors"):
         assert (ck / f).stat().st_size > 0
     first_epoch = meta["curves"]["epochs"][0]
     assert main(args + ["--epochs", "2"]) == 0  # resumes: runs only epoch 2
     meta2 = json.loads((ck / "krd.json").read_text())
     assert meta2["epochs_run"] == 2 and meta2["curves"]["epochs"][0] == first_epoch
-    assert "silhouette" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "silhouette" in printed and "premise on" in printed and "o' (p(s,r'))" in printed
     # a checkpoint for other layers is refused by dike, with the command to fix it
     from editors.registry import make_editor
     from editors.base import EditRequest

@@ -40,7 +40,8 @@ def test_contrastive_loss_is_both_components():
 def test_reconstruction_loss_matches_hand_computation():
     h = torch.tensor(H_S, dtype=torch.float64)
     h_hat = torch.tensor(Z_R, dtype=torch.float64)
-    want = sum(sum((a - b) ** 2 for a, b in zip(r1, r2)) for r1, r2 in zip(H_S, Z_R)) / (2 * 3)
+    # METHOD.md §5.1: the squared norm per sample (summed over d, not a per-element mean), averaged over the batch
+    want = sum(sum((a - b) ** 2 for a, b in zip(r1, r2)) for r1, r2 in zip(H_S, Z_R)) / 2
     assert abs(reconstruction_loss(h, h_hat).item() - want) < 1e-12
 
 
@@ -55,3 +56,14 @@ def test_krd_module_formulas():
     assert torch.allclose(z_u, gelu(h_s @ W[3].T + h_r @ W[4].T))
     assert torch.allclose(h_hat, z_r @ W[5].T + z_u @ W[6].T)
     assert all(getattr(krd, f"W{i}").bias is None for i in range(1, 7))
+
+
+def test_split_init_reconstructs_exactly_and_separates_the_components():
+    """GELU(x) − GELU(−x) = x, so W1 = I, W3 = −I, W5 = I, W6 = −I gives ĥ_s = h_s whatever h_r is."""
+    torch.manual_seed(0)
+    krd = KRD(KRDConfig(d=8)).split_init()
+    h_s, h_r = 100 * torch.randn(5, 8, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
+    z_r, z_u, h_hat = krd.double()(h_s, h_r)
+    assert torch.allclose(h_hat, h_s, rtol=0, atol=1e-9)
+    gelu = lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+    assert torch.allclose(z_r, gelu(h_s)) and torch.allclose(z_u, gelu(-h_s))

@@ -91,7 +91,7 @@ def test_training_lowers_the_loss_and_checkpoints_round_trip(family, tmp_path):
     model, tok = tiny_model_and_tokenizer(family)
     ad = adapter_for(model)
     cfg = KRDTrainConfig(layer=1, repr_layer=2, epochs=6, batch_size=6, lr=3e-3, siblings=2, val_fraction=0.25,
-                         patience=10)
+                         patience=10, beta=0.01)
     res = train_krd(model, tok, ad, tiny_samples(), cfg, quiet=True)
     steps = res.history["steps"]
     first, last = steps[0], steps[-1]
@@ -109,25 +109,3 @@ def test_training_lowers_the_loss_and_checkpoints_round_trip(family, tmp_path):
     with pytest.raises(KRDCheckpointError, match="train-krd"):
         load_krd(tmp_path / "missing", fp, 1, 2)
     assert json.loads((tmp_path / "ck" / "krd.json").read_text())["krd"]["d"] == 64
-
-
-def test_constraint_subsample_matches_the_full_loss_on_those_samples():
-    """con_per_batch=m computes L_con on the batch's first m samples, exactly as a batch of those m would."""
-    from editors.dike.krd import KRD, KRDConfig
-    from editors.dike.train import batch_step
-    model, tok = tiny_model_and_tokenizer("gpt2")
-    ad = adapter_for(model)
-    samples = tiny_samples()[:6]
-    h_s, h_r = subject_and_relation_states(model, tok, ad, 1, 2, [s.prompt for s in samples],
-                                           [s.subject for s in samples])
-    torch.manual_seed(0)
-    krd = KRD(KRDConfig(d=64))
-    sub = batch_step(model, tok, ad, krd, KRDTrainConfig(layer=1, repr_layer=2, siblings=2, con_per_batch=2),
-                     samples, h_s, h_r, train=False)
-    few = batch_step(model, tok, ad, krd, KRDTrainConfig(layer=1, repr_layer=2, siblings=2),
-                     samples[:2], h_s[:2], h_r[:2], train=False)
-    assert abs(sub.con_r - few.con_r) < 1e-5 and abs(sub.con_u - few.con_u) < 1e-5
-    krd.zero_grad()
-    batch_step(model, tok, ad, krd, KRDTrainConfig(layer=1, repr_layer=2, con_per_batch=2), samples, h_s, h_r,
-               train=True)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in krd.parameters())

@@ -73,11 +73,85 @@ def target_batch(tok: Any, prompts: Sequence[str], subjects: Sequence[str], targ
                        target_mask.to(device), keep + 1)
 
 
-def substituted_nll(model: Any, adapter: ModelAdapter, layer: int, batch: TargetBatch,
-                    vectors: torch.Tensor) -> torch.Tensor:
-    """Per-row mean NLL of the target with h_s replaced by `vectors` (n, d) after block `layer`."""
-    with block_output(model, adapter, layer, batch.subject_positions, replace=vectors):
-        logits = model(**batch.inputs, use_cache=False, logits_to_keep=batch.keep).logits
+def target_nll(logits: torch.Tensor, batch: TargetBatch) -> torch.Tensor:
+    """Per-row mean NLL of the target tokens from the kept logits (n, keep, V)."""
     logp = logits.float().log_softmax(-1)
     nll = -logp.gather(-1, batch.target_ids.unsqueeze(-1)).squeeze(-1)
     return (nll * batch.target_mask).sum(1) / batch.target_mask.sum(1)
+
+
+def substituted_nll(model: Any, adapter: ModelAdapter, layer: int, batch: TargetBatch,
+                    vectors: torch.Tensor | None) -> torch.Tensor:
+    """Per-row mean NLL of the target with h_s replaced by `vectors` (n, d) after block `layer` (None: the clean
+    model)."""
+    with block_output(model, adapter, layer, batch.subject_positions, replace=vectors):
+        logits = model(**batch.inputs, use_cache=False, logits_to_keep=batch.keep).logits
+    return target_nll(logits, batch)
+
+
+class PrefixCache:
+    """The frozen model's residual stream after block `layer` at every position of each row, computed once per row.
+
+    L_con substitutes a component only after block `layer`, so the blocks up to `layer` give the same states in every
+    epoch; `suffix_nll` then runs only the blocks after `layer`. Rows are keyed by their token ids (unpadded) and
+    stored unpadded, so a row cached in one chunk is reused, left-padded, in any other.
+    """
+
+    def __init__(self, model: Any, adapter: ModelAdapter, layer: int, dtype: torch.dtype | None = None):
+        self.model, self.adapter, self.layer = model, adapter, layer
+        self.dtype = dtype  # None: the model's dtype
+        self.rows: dict[tuple[int, ...], torch.Tensor] = {}
+        self.computed = 0  # rows run through the prefix (for benchmarks)
+
+    @torch.no_grad()
+    def states(self, batch: TargetBatch) -> torch.Tensor:
+        """(n, T, d) states after block `layer` for the rows of `batch`, left-padded like it (zeros on padding)."""
+        ids, mask = batch.inputs["input_ids"], batch.inputs["attention_mask"].bool()
+        keys = [tuple(ids[i][mask[i]].tolist()) for i in range(len(ids))]
+        missing = [i for i, k in enumerate(keys) if k not in self.rows]
+        if missing:
+            sub = {k: v[missing] for k, v in batch.inputs.items()}
+            with block_output(self.model, self.adapter, self.layer, None, stop=True) as site:
+                run_until(self.model, **sub, use_cache=False)
+            for j, i in enumerate(missing):
+                self.rows[keys[i]] = site.value[j][mask[i]].to(self.dtype or site.value.dtype).clone()
+            self.computed += len(missing)
+        first = self.rows[keys[0]]
+        out = first.new_zeros(len(keys), ids.shape[1], first.shape[-1])
+        for i, k in enumerate(keys):
+            h = self.rows[k]
+            out[i, ids.shape[1] - len(h):] = h
+        return out
+
+
+def suffix_nll(model: Any, adapter: ModelAdapter, layer: int, batch: TargetBatch, states: torch.Tensor,
+               vectors: torch.Tensor | None) -> torch.Tensor:
+    """`substituted_nll` from cached states after block `layer` (PrefixCache.states): only the later blocks run.
+
+    The blocks up to `layer` are taken out of the model for the call; the embeddings still run (to give the
+    masks and positions their shapes) but their output is replaced by `states` at the first remaining block.
+    """
+    parent_path, name = adapter.blocks.rsplit(".", 1)
+    parent = model.get_submodule(parent_path)
+    blocks = getattr(parent, name)
+    param = next(model.parameters())
+    h = states.to(param.device, param.dtype)
+    if vectors is not None:
+        rows = torch.arange(h.shape[0], device=h.device)
+        cols = torch.as_tensor(list(batch.subject_positions), device=h.device)
+        h = h.index_put((rows, cols), vectors.to(h.dtype))
+    entry = blocks[layer + 1] if layer + 1 < len(blocks) else model.get_submodule(adapter.final_norm)
+
+    def feed(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if args:
+            return (h, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": h}
+
+    handle = entry.register_forward_pre_hook(feed, with_kwargs=True)
+    setattr(parent, name, torch.nn.ModuleList(list(blocks)[layer + 1:]))
+    try:
+        logits = model(**batch.inputs, use_cache=False, logits_to_keep=batch.keep).logits
+    finally:
+        setattr(parent, name, blocks)
+        handle.remove()
+    return target_nll(logits, batch)

@@ -1,8 +1,9 @@
 """Training the KRD module once per model (METHOD.md §5.1).
 
 Samples are plain dataclasses (the harness converts krd_train records into them). h_s and h_r are cached;
-the knowledge constraint needs live passes of the frozen LLM with a component substituted for h_s, run in
-chunks of `llm_batch` rows whose gradients are collected on detached copies of z_r and z_u.
+the knowledge constraint needs passes of the frozen LLM with a component substituted for h_s, run in chunks of
+`llm_batch` rows whose gradients are collected on detached copies of z_r and z_u. With `cache_states` the blocks
+up to l run once per row (states.PrefixCache) and every later pass runs only the blocks after l.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from editors.adapters import ModelAdapter
 from editors.dike.krd import KRD, KRDConfig, contrastive_loss, reconstruction_loss
-from editors.dike.states import subject_and_relation_states, substituted_nll, target_batch
+from editors.dike.states import PrefixCache, subject_and_relation_states, substituted_nll, suffix_nll, target_batch
 from editors.locate.fingerprint import model_fingerprint
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,11 @@ class KRDTrainConfig:
     beta: float = 1.0  # [open] weight of L_rec
     no_ctr: bool = False  # ablation w/o CTR
     no_kc: bool = False  # ablation w/o KC
-    siblings: int = 1  # |N|, 1-10: sibling facts per sample in L_con
+    siblings: int = 10  # |N|, 1-10: at most this many of the sample's sibling facts in L_con (all if fewer)
     batch_size: int = 32
     llm_batch: int = 32  # rows per live LLM pass
     con_per_batch: int = 0  # samples per batch that get L_con (a random subset: batches are shuffled); 0: all
+    cache_states: bool = True  # run the blocks up to l once per row (PrefixCache); False: full passes every time
     epochs: int = 2
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -59,10 +61,13 @@ class KRDTrainConfig:
     warmup_epochs: int = 0  # cheap epochs of L_ctr + β L_rec alone (cached states, no LLM pass) before the full loss
     seed: int = 0
     bias: bool = False
+    init: str = "random"  # "random" (small normal) or "split" (KRD.split_init: ĥ_s = h_s exactly at the start)
 
     def __post_init__(self) -> None:
         if not 1 <= self.siblings <= 10:
             raise ValueError(f"siblings (|N|) must be 1-10, got {self.siblings}")
+        if self.init not in ("random", "split"):
+            raise ValueError(f"init must be 'random' or 'split', got {self.init!r}")
 
     @property
     def variant(self) -> str:
@@ -125,26 +130,42 @@ def _siblings(sample: KRDSample, k: int, seed: int) -> list[tuple[str, str]]:
     return sib[:k]
 
 
+def constraint_rows(batch: Sequence[KRDSample], siblings: int, seed: int) -> list[tuple[str, str, str, str, int]]:
+    """(prompt, subject, target, component, sample index) of every L_con row: o under z_r, each o' under z_u."""
+    rows = []
+    for i, s in enumerate(batch):
+        rows.append((s.prompt, s.subject, s.target, "r", i))
+        rows += [(p, s.subject, t, "u", i) for p, t in _siblings(s, siblings, seed)]
+    return rows
+
+
+def rows_nll(model: Any, tok: Any, adapter: ModelAdapter, layer: int, rows: Sequence[tuple], vectors: torch.Tensor | None,
+             prefix: PrefixCache | None = None) -> torch.Tensor:
+    """NLL of each row's target with vectors[i] in place of its h_s (None: clean), one pass for the rows given."""
+    device = next(model.parameters()).device
+    tb = target_batch(tok, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], device)
+    if prefix is None:
+        return substituted_nll(model, adapter, layer, tb, vectors)
+    return suffix_nll(model, adapter, layer, tb, prefix.states(tb), vectors)
+
+
 def constraint_loss(model: Any, tok: Any, adapter: ModelAdapter, cfg: KRDTrainConfig, batch: Sequence[KRDSample],
-                    z_r: torch.Tensor, z_u: torch.Tensor, backward_scale: float | None) -> tuple[float, float]:
-    """L_con = NLL(o | z_r in p(s,r)) + NLL(o' | z_u in p(s,r')), each a mean over rows.
+                    z_r: torch.Tensor, z_u: torch.Tensor, backward_scale: float | None,
+                    prefix: PrefixCache | None = None) -> tuple[float, float]:
+    """L_con = NLL(o | z_r in p(s,r)) + NLL(o' | z_u in p(s,r')), each a mean over its rows (every o' of every
+    sample counts once).
 
     With backward_scale set, gradients w.r.t. z_r and z_u (times the scale) are accumulated in z_r.grad/z_u.grad
     of the detached leaves passed in, one LLM chunk at a time.
     """
-    device = next(model.parameters()).device
-    rows: list[tuple[str, str, str, str, int]] = []  # prompt, subject, target, which ("r"/"u"), sample index
-    for i, s in enumerate(batch):
-        rows.append((s.prompt, s.subject, s.target, "r", i))
-        rows += [(p, s.subject, t, "u", i) for p, t in _siblings(s, cfg.siblings, cfg.seed)]
+    rows = constraint_rows(batch, cfg.siblings, cfg.seed)
     n_r = sum(1 for r in rows if r[3] == "r")
     n_u = len(rows) - n_r
     tot = {"r": 0.0, "u": 0.0}
     for c in range(0, len(rows), cfg.llm_batch):
         chunk = rows[c:c + cfg.llm_batch]
-        tb = target_batch(tok, [r[0] for r in chunk], [r[1] for r in chunk], [r[2] for r in chunk], device)
         vecs = torch.stack([(z_r if r[3] == "r" else z_u)[r[4]] for r in chunk])
-        nll = substituted_nll(model, adapter, cfg.layer, tb, vecs)
+        nll = rows_nll(model, tok, adapter, cfg.layer, chunk, vecs, prefix)
         is_r = torch.tensor([r[3] == "r" for r in chunk], device=nll.device)
         part_r = nll[is_r].sum() / max(n_r, 1)
         part_u = nll[~is_r].sum() / max(n_u, 1)
@@ -156,7 +177,8 @@ def constraint_loss(model: Any, tok: Any, adapter: ModelAdapter, cfg: KRDTrainCo
 
 
 def batch_step(model: Any, tok: Any, adapter: ModelAdapter, krd: KRD, cfg: KRDTrainConfig,
-               batch: Sequence[KRDSample], h_s: torch.Tensor, h_r: torch.Tensor, train: bool) -> LossTerms:
+               batch: Sequence[KRDSample], h_s: torch.Tensor, h_r: torch.Tensor, train: bool,
+               prefix: PrefixCache | None = None) -> LossTerms:
     """Losses of one batch; with train=True, gradients land in krd's parameters (no optimiser step)."""
     with torch.set_grad_enabled(train):
         z_r, z_u, h_hat = krd(h_s, h_r)
@@ -170,7 +192,7 @@ def batch_step(model: Any, tok: Any, adapter: ModelAdapter, krd: KRD, cfg: KRDTr
         zu_leaf = z_u[:m].detach().requires_grad_(train)
         with torch.set_grad_enabled(train):
             terms.con_r, terms.con_u = constraint_loss(model, tok, adapter, cfg, batch[:m], zr_leaf, zu_leaf,
-                                                       cfg.alpha if train else None)
+                                                       cfg.alpha if train else None, prefix)
         if train:
             # chain the collected dL_con/dz into the KRD graph
             for z, leaf in ((z_r, zr_leaf), (z_u, zu_leaf)):
@@ -191,15 +213,18 @@ class TrainResult:
     seconds: float = 0.0
     val_indices: list[int] = field(default_factory=list)
     stopped_early: bool = False
+    prefix: PrefixCache | None = None  # the states after block l of every L_con row seen (reused by diagnostics)
 
 
 def evaluate(model: Any, tok: Any, adapter: ModelAdapter, krd: KRD, cfg: KRDTrainConfig,
-             samples: Sequence[KRDSample], idx: Sequence[int], h_s: torch.Tensor, h_r: torch.Tensor) -> LossTerms:
+             samples: Sequence[KRDSample], idx: Sequence[int], h_s: torch.Tensor, h_r: torch.Tensor,
+             prefix: PrefixCache | None = None) -> LossTerms:
     out = LossTerms()
     krd.eval()
     for b in range(0, len(idx), cfg.batch_size):
         sel = list(idx[b:b + cfg.batch_size])
-        t = batch_step(model, tok, adapter, krd, cfg, [samples[i] for i in sel], h_s[sel], h_r[sel], train=False)
+        t = batch_step(model, tok, adapter, krd, cfg, [samples[i] for i in sel], h_s[sel], h_r[sel], train=False,
+                       prefix=prefix)
         out.add(t, len(sel) / len(idx))
     return out
 
@@ -214,12 +239,17 @@ def train_krd(model: Any, tok: Any, adapter: ModelAdapter, samples: Sequence[KRD
     if len(samples) < 2:
         raise ValueError("KRD training needs at least 2 samples (InfoNCE contrasts subjects in a batch)")
     t0 = time.perf_counter()
-    h_s_all, h_r_all = cached_states(model, tok, adapter, cfg, samples, state_cache, quiet)
+    device = next(model.parameters()).device
+    h_s_all, h_r_all = (t.to(device) for t in cached_states(model, tok, adapter, cfg, samples, state_cache, quiet))
     train_idx, val_idx = split_by_subject(samples, cfg.val_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
     krd = KRD(KRDConfig(d=h_s_all.shape[1], bias=cfg.bias))
+    if cfg.init == "split":
+        krd.split_init()
+    krd = krd.to(device)
     opt = torch.optim.AdamW(krd.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    result = TrainResult(krd=krd, history={"steps": [], "epochs": []}, val_indices=val_idx)
+    prefix = PrefixCache(model, adapter, cfg.layer) if cfg.cache_states else None
+    result = TrainResult(krd=krd, history={"steps": [], "epochs": []}, val_indices=val_idx, prefix=prefix)
     best_state = None
     start_epoch = 0
     bad_epochs = 0
@@ -267,12 +297,13 @@ def train_krd(model: Any, tok: Any, adapter: ModelAdapter, samples: Sequence[KRD
                 continue  # a one-sample batch has no other subjects to contrast
             opt.zero_grad()
             t = batch_step(model, tok, adapter, krd, cfg, [samples[i] for i in sel], h_s_all[sel], h_r_all[sel],
-                           train=True)
+                           train=True, prefix=prefix)
             opt.step()
             epoch_terms.add(t, len(sel) / len(order))
             result.history["steps"].append({"epoch": epoch + 1, **asdict(t)})
             bar.set_postfix(ctr=f"{t.ctr:.3f}", con_r=f"{t.con_r:.2f}", con_u=f"{t.con_u:.2f}", rec=f"{t.rec:.3f}")
-        val = evaluate(model, tok, adapter, krd, cfg, samples, val_idx, h_s_all, h_r_all) if val_idx else epoch_terms
+        val = evaluate(model, tok, adapter, krd, cfg, samples, val_idx, h_s_all, h_r_all, prefix) if val_idx \
+            else epoch_terms
         result.history["epochs"].append({"epoch": epoch + 1, "train": asdict(epoch_terms), "val": asdict(val)})
         log.info("epoch %d: train total %.4f, val total %.4f (ctr %.3f con_r %.3f con_u %.3f rec %.4f)",
                  epoch + 1, epoch_terms.total, val.total, val.ctr, val.con_r, val.con_u, val.rec)
