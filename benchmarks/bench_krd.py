@@ -2,6 +2,8 @@
 full LLM pass per L_con row (no state cache), the first step with the state cache (the blocks up to l run once and
 are kept), a later step (only the blocks after l run), and the projected time of a run.
 Target (issue 13): 20,000 samples in < 60 min on the 2-core CPU, < 5 min on a GPU.
+On a CPU shared with other jobs the wall time says little, so each phase also reports this process's CPU time
+(time.process_time): with one thread that is the wall time the phase would take on an idle core.
 
     python benchmarks/bench_krd.py --model smollm2-135m --data out/fineked --samples 128 [--device cuda]
 """
@@ -50,25 +52,27 @@ def main() -> None:
                          llm_batch=args.llm_batch)
     rows_per_sample = len(constraint_rows(samples, args.siblings, 0)) / len(samples)
     B = args.batch_size
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     h_s, h_r = (x.to(device) for x in cached_states(model, tok, ad, cfg, samples, None))
     sync()
-    cache_per = (time.perf_counter() - t) / len(samples)
+    cache_per = ((time.perf_counter() - t) / len(samples), (time.process_time() - c) / len(samples))
     krd = KRD(KRDConfig(d=h_s.shape[1])).to(device)
     opt = torch.optim.AdamW(krd.parameters(), lr=1e-3)
 
-    def per_sample(prefix: PrefixCache | None) -> float:
-        ts = []
+    def per_sample(prefix: PrefixCache | None) -> tuple[float, float]:
+        """(wall, CPU) seconds per sample of a training step, medians over the batches."""
+        ts, cs = [], []
         for b in range(0, len(samples) - B + 1, B):
             sel = list(range(b, b + B))
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             opt.zero_grad()
             batch_step(model, tok, ad, krd, cfg, [samples[i] for i in sel], h_s[sel], h_r[sel], train=True,
                        prefix=prefix)
             opt.step()
             sync()
             ts.append((time.perf_counter() - t) / B)
-        return statistics.median(ts)
+            cs.append((time.process_time() - c) / B)
+        return statistics.median(ts), statistics.median(cs)
 
     live = per_sample(None)
     prefix = PrefixCache(model, ad, layer)
@@ -82,13 +86,14 @@ def main() -> None:
     print(f"model {args.model} on {device}, l={layer}, l_r={l_r}, |N| ≤ {args.siblings} "
           f"({rows_per_sample:.2f} L_con rows/sample), batch {B}, threads {torch.get_num_threads()}, "
           f"timed on {len(samples)} samples")
-    print(f"{'phase':<44} {'s/sample':>9} {f'min for {N:,}':>14}")
-    for name, per in rows:
-        print(f"{name:<44} {per:>9.4f} {per * N / 60:>14.1f}")
-    no_cache = N * (cache_per + E * live) / 60
-    cached = N * (cache_per + first + (E - 1) * later) / 60
-    print(f"{f'projected run, {E} epochs, no state cache':<44} {'':>9} {no_cache:>14.1f}")
-    print(f"{f'projected run, {E} epochs, state cache':<44} {'':>9} {cached:>14.1f}")
+    print(f"{'phase':<44} {'wall s/sample':>13} {'CPU s/sample':>13} {f'wall min/{N:,}':>13} {f'CPU min/{N:,}':>13}")
+    for name, (wall, cpu) in rows:
+        print(f"{name:<44} {wall:>13.4f} {cpu:>13.4f} {wall * N / 60:>13.1f} {cpu * N / 60:>13.1f}")
+    for k, label in ((0, "wall"), (1, "CPU")):
+        no_cache = N * (cache_per[k] + E * live[k]) / 60
+        cached = N * (cache_per[k] + first[k] + (E - 1) * later[k]) / 60
+        print(f"projected run of {N:,} samples, {E} epochs ({label} min): {no_cache:.1f} without the state cache, "
+              f"{cached:.1f} with it")
 
 
 if __name__ == "__main__":
