@@ -73,6 +73,12 @@ def main() -> None:
     print(f"|{'-' * 24}|{'-' * 9}|{'-' * 9}|{'-' * 16}|")
     for name, wall, whole, steady in rows:
         print(f"| {name:<22} | {wall:7.1f} | {whole:7.3f} | {steady:14.3f} |")
+    import json
+
+    def metrics(d: Path) -> dict:
+        return {ln["case_id"]: ln["metrics"] for ln in map(json.loads, (d / "results.jsonl").read_text().splitlines())}
+    same = all(metrics(root / f"ray{w}") == metrics(root / "one") for w in args.workers.split(","))
+    print(f"per-case metrics identical to the one-process run: {'yes' if same else 'NO'} ({root})")
     ray_rows = {r[0]: r for r in rows}
     one, two = ray_rows.get("--ray --workers 1"), ray_rows.get("--ray --workers 2")
     if one and two:
