@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from harness.aggregate import aggregate
-from harness.metrics import METRIC_BY_NAME
+from harness.metrics import METRICS
 from harness.report import common_cases, load_run, markdown, metric_cells
 
 
@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--curve", help="join the runs whose folder name starts with this (e.g. a λ sweep) with a line")
     args = p.parse_args()
     ys = args.y.split(",")
-    unknown = [y for y in ys if y not in METRIC_BY_NAME]
+    unknown = [y for y in ys if y not in {m.name for m in METRICS}]
     if unknown:
         raise SystemExit(f"error: unknown metric {', '.join(unknown)} for --y; see the columns in leaderboards/README.md")
     runs = common_cases([load_run(d) for d in args.run_dirs])

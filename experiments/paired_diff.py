@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from harness.aggregate import aggregate
-from harness.metrics import METRIC_BY_NAME, METRICS
+from harness.metrics import METRICS
 from harness.report import common_cases, load_run, markdown, metric_cells
 
 DEFAULT = "ES,PS,RLoc_tok_easy,RLoc_tok_middle,RLoc_tok_hard,RLoc_tok_avg,RLoc_prob_avg"
@@ -31,7 +31,8 @@ def main() -> None:
     p.add_argument("--metrics", default=DEFAULT)
     args = p.parse_args()
     names = args.metrics.split(",")
-    bad = [m for m in names if m not in METRIC_BY_NAME or METRIC_BY_NAME[m].aggregation == "hmean"]
+    known = {m.name: m for m in METRICS}
+    bad = [m for m in names if m not in known or known[m].aggregation == "hmean"]
     if bad:
         raise SystemExit(f"error: cannot take paired differences of {', '.join(bad)}; use plain or per-level metrics")
     runs = common_cases([load_run(d) for d in [args.run_a, *args.run_b]])

@@ -7,7 +7,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from harness.metrics import METRICS, Metric
+from harness import metrics as metric_table
+from harness.metrics import Metric
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,14 @@ def _combine(metric: Metric, comps: list[np.ndarray]) -> np.ndarray:
     raise ValueError(f"unknown aggregation {metric.aggregation!r} for {metric.name}")
 
 
-def aggregate(rows: Sequence[Mapping[str, float | None]], metrics: Sequence[Metric] = METRICS,
+def aggregate(rows: Sequence[Mapping[str, float | None]], metrics: Sequence[Metric] | None = None,
               n_boot: int = 1000, seed: int = 0) -> dict[str, Aggregate]:
     """Mean of each metric over cases, with a case-resampling bootstrap CI; metrics with no values are left out.
 
-    Composite metrics (harmonic mean, mean of levels) are recomputed inside every resample.
+    Composite metrics (harmonic mean, mean of levels) are recomputed inside every resample. metrics: default every
+    metric of the table.
     """
+    metrics = metric_table.METRICS if metrics is None else metrics
     n = len(rows)
     if n == 0:
         return {}

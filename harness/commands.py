@@ -102,12 +102,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from harness.ray_run import run_on_ray
         summary = run_on_ray(run, args.model, args.device, args.dtype, args.ray, args.workers or 1)
     if not args.quiet:
-        from harness.metrics import METRIC_BY_NAME
-        shown = [k for k in ("ES", "PS", "NS", "Score", "tok_locality", "RLoc_tok_avg", "RLoc_prob_avg", "fluency")
-                 if k in summary]
+        from harness.metrics import HEADLINE, tagged
+        shown = [m for m in tagged(HEADLINE) if m.name in summary]
         print(f"{out}: " + ", ".join(
-            f"{k} {summary[k]['value'] * (100 if METRIC_BY_NAME[k].percent else 1):.1f}" for k in shown)
-            + f" (n={summary[shown[0]]['n'] if shown else 0})")
+            f"{m.name} {summary[m.name]['value'] * (100 if m.percent else 1):.1f}" for m in shown)
+            + f" (n={summary[shown[0].name]['n'] if shown else 0})")
     return 0
 
 

@@ -95,8 +95,9 @@ def run_demo(args: argparse.Namespace) -> int:
 def print_leaderboard(path: Path) -> None:
     import pandas as pd
 
+    from harness.metrics import LEADERBOARD, tagged
+
     df = pd.read_csv(path)
-    metrics = [c for c in ("ES", "PS", "NS", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard", "RLoc_tok_avg",
-                           "RLoc_prob_avg") if c in df.columns]
+    metrics = [m.name for m in tagged(LEADERBOARD) if m.name in df.columns]
     shown = df[["dataset", "editor", "n_cases", *metrics]]
     print("\n=== leaderboard (%; per-case values, CIs in the CSV)\n" + shown.to_string(index=False), flush=True)

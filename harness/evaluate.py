@@ -14,7 +14,7 @@ import torch
 
 from common.cache import cache_dir, read_json_entry, write_json_entry
 from fineked.records import EditRecord
-from harness.metrics import FactProbe, case_metrics, known_fact, ngram_entropy
+from harness.metrics import FactProbe, case_metrics, known_fact
 from harness.scoring import score_pairs
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,6 @@ def evaluate_cases(model: Any, tok: Any, records: Sequence[EditRecord], pre: dic
         for i in kept[r.case_id]:
             own, new = next(scores), next(scores)
             facts.append(FactProbe(r.fine_grained[i].level, own, new, p.fact_argmax[i], p.fact_known[i]))
-        row = case_metrics(edit_new, edit_true, para, neigh, p.neigh_argmax, facts)
-        row["fluency"] = ngram_entropy(texts[k]) if texts is not None else None
-        rows.append(row)
+        rows.append(case_metrics(edit_new, edit_true, para, neigh, p.neigh_argmax, facts,
+                                 texts[k] if texts is not None else None))
     return rows

@@ -1,7 +1,8 @@
 """Reports from run directories: Markdown, CSV and LaTeX tables per dataset, an R-Loc bar chart, leaderboards.
 
 Columns come from the metric table (harness.metrics.METRICS): every metric with values in some run,
-in table order, shown x100 when the metric says so. No metric is special-cased here.
+in table order, shown x100 when the metric says so; the curves and the R-Loc chart pick their metrics by
+tag and level. No metric is named here.
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from fineked.records import LEVELS
+from harness import metrics as metric_table
 from harness.aggregate import Aggregate, aggregate
 from harness.errors import UserError
-from harness.metrics import METRIC_BY_NAME, METRICS, Metric
+from harness.metrics import CURVE, CURVE_PLOT, Metric
 from harness.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -90,12 +91,12 @@ def fmt(m: Metric, a: Aggregate) -> str:
 
 def metric_cells(aggregates: dict[str, Aggregate], names: Sequence[str]) -> list[str]:
     """'mean [lo, hi]' for each named metric, '–' where the run has no value for it."""
-    return [fmt(METRIC_BY_NAME[n], aggregates[n]) if n in aggregates else "–" for n in names]
+    return [fmt(metric_table.by_name(n), aggregates[n]) if n in aggregates else "–" for n in names]
 
 
 def columns(runs: Sequence[RunData]) -> list[Metric]:
     present = {k for r in runs for k in r.aggregates}
-    return [m for m in METRICS if m.name in present]
+    return [m for m in metric_table.METRICS if m.name in present]
 
 
 def table_rows(runs: Sequence[RunData]) -> tuple[list[str], list[list[str]]]:
@@ -146,7 +147,7 @@ def csv_text(runs: Sequence[RunData], extra: Sequence[str] = ()) -> str:
     return buf.getvalue()
 
 
-def rloc_chart(runs: Sequence[RunData], path: Path, protocol: str = "tok") -> bool:
+def rloc_chart(runs: Sequence[RunData], path: Path, protocol: str = "token") -> bool:
     """Per-level R-Loc bars (with 95 % CIs) per editor x model, pooling every given run's cases."""
     import matplotlib
     matplotlib.use("Agg")
@@ -155,8 +156,9 @@ def rloc_chart(runs: Sequence[RunData], path: Path, protocol: str = "tok") -> bo
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in runs:
         groups.setdefault((r.editor, r.model, r.setting), []).extend(r.rows)
-    names = [f"RLoc_{protocol}_{lvl}" for lvl in LEVELS] + [f"RLoc_{protocol}_avg"]
-    series = {k: aggregate(rows, metrics=[METRIC_BY_NAME[n] for n in names]) for k, rows in groups.items()}
+    bars = metric_table.rloc_levels(protocol)
+    names = [m.name for m in bars]
+    series = {k: aggregate(rows, metrics=bars) for k, rows in groups.items()}
     series = {k: v for k, v in series.items() if v}
     if not series:
         return False
@@ -174,8 +176,8 @@ def rloc_chart(runs: Sequence[RunData], path: Path, protocol: str = "tok") -> bo
         label = f"{key[0]} · {key[1]}" + ("" if key[2] == "single" else f" · {key[2]}")
         ax.bar(xs, ys, width, yerr=err, capsize=2, label=label)
     ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(names))])
-    ax.set_xticklabels([*LEVELS, "average"])
-    ax.set_ylabel(f"R-Loc ({'token' if protocol == 'tok' else 'probability'} protocol, %)")
+    ax.set_xticklabels(["average" if m.level == "avg" else m.level for m in bars])
+    ax.set_ylabel(f"R-Loc ({'token' if protocol == 'token' else 'probability'} protocol, %)")
     ax.set_ylim(0, 105)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -184,18 +186,16 @@ def rloc_chart(runs: Sequence[RunData], path: Path, protocol: str = "tok") -> bo
     return True
 
 
-CURVE_SHOWN = ("ES", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard")
-
-
 def curve_png(series: dict[str, list[tuple[int, dict[str, Aggregate]]]], xlabel: str, path: Path,
               integer_x: bool = False) -> None:
-    """One panel per metric in CURVE_SHOWN, one line per series of (x, aggregates) points."""
+    """One panel per metric tagged CURVE_PLOT, one line per series of (x, aggregates) points."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(CURVE_SHOWN), figsize=(3.2 * len(CURVE_SHOWN), 3.2), sharey=True)
-    for ax, m in zip(axes, CURVE_SHOWN):
+    shown = [m.name for m in metric_table.tagged(CURVE_PLOT)]
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2), sharey=True)
+    for ax, m in zip(axes, shown):
         for label, points in series.items():
             pts = [(x, 100 * agg[m].value) for x, agg in points if m in agg]
             if pts:
@@ -212,9 +212,6 @@ def curve_png(series: dict[str, list[tuple[int, dict[str, Aggregate]]]], xlabel:
     plt.close(fig)
 
 
-CURVE_METRICS = ("ES", "PS", "NS", "RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard", "RLoc_tok_avg")
-
-
 def sequential_points(run: RunData) -> list[tuple[int, dict[str, Aggregate]]]:
     """(edits so far, aggregates over the cases edited so far) at each checkpoint of a sequential run and at its end."""
     points = [(int(c["n_edits"]), {k: Aggregate(**v) for k, v in c["metrics"].items()})
@@ -227,8 +224,9 @@ def sequential_curves(runs: Sequence[RunData], out: Path) -> str | None:
     seq = [r for r in runs if r.manifest["config"]["mode"] == "sequential"]
     if not seq:
         return None
-    header = ["editor", "dataset", "edits", *CURVE_METRICS]
-    body = [[r.editor, r.dataset, str(n), *(f"{100 * agg[m].value:.1f}" if m in agg else "-" for m in CURVE_METRICS)]
+    cols = [m.name for m in metric_table.tagged(CURVE)]
+    header = ["editor", "dataset", "edits", *cols]
+    body = [[r.editor, r.dataset, str(n), *(f"{100 * agg[m].value:.1f}" if m in agg else "-" for m in cols)]
             for r in seq for n, agg in sequential_points(r)]
     md = markdown(header, body)
     (out / "sequential.md").write_text(f"## Sequential editing\n\nMetrics over all cases edited so far (%).\n\n{md}")
@@ -251,9 +249,10 @@ def batch_curves(runs: Sequence[RunData], out: Path) -> str | None:
     curves = {e: dict(sorted(v.items())) for e, v in sorted(by_editor.items()) if len(v) > 1}
     if not curves:
         return None
-    header = ["editor", "B", "n", *CURVE_METRICS]
+    cols = [m.name for m in metric_table.tagged(CURVE)]
+    header = ["editor", "B", "n", *cols]
     body = [[e, str(b), str(len(r.rows)), *(f"{100 * r.aggregates[m].value:.1f}" if m in r.aggregates else "-"
-                                            for m in CURVE_METRICS)]
+                                            for m in cols)]
             for e, by_b in curves.items() for b, r in by_b.items()]
     md = markdown(header, body)
     (out / "batch.md").write_text(f"## Batch size\n\nMean over the cases (%); B = edits per update.\n\n{md}")
@@ -297,9 +296,9 @@ def write_report(run_dirs: Sequence[str | Path], out: Path, common: bool = False
         md_out["diagnostics"] = diag
         (out / "diagnostics.md").write_text("## Edit diagnostics\n\nPer-edit values recorded by the editors "
                                             "(results.jsonl), medians over the cases.\n\n" + diag)
-    for protocol in ("tok", "prob"):
-        if rloc_chart(runs, out / f"rloc_levels_{protocol}.png", protocol):
-            log.info("wrote %s", out / f"rloc_levels_{protocol}.png")
+    for protocol, stem in (("token", "tok"), ("prob", "prob")):
+        if rloc_chart(runs, out / f"rloc_levels_{stem}.png", protocol):
+            log.info("wrote %s", out / f"rloc_levels_{stem}.png")
     return md_out
 
 

@@ -33,13 +33,13 @@ from harness.aggregate import aggregate
 from harness.datasets import Dataset, check_lengths
 from harness.errors import UserError
 from harness.evaluate import evaluate_cases, load_or_compute_pre_edit, pre_edit_cache_path
+from harness.metrics import PROGRESS, tagged
 from harness.provenance import git_commit, library_versions
 from harness.rundir import RunDir, SequentialState, config_hash, now
 
 log = logging.getLogger(__name__)
 MODES = ("single", "batch", "subject", "sequential")
 BatchRunner = Callable[[Sequence[Sequence[EditRecord]]], Iterable[list[dict[str, Any]]]]
-LIVE_METRICS = ("ES", "PS", "NS", "tok_locality", "RLoc_tok_hard")
 
 
 @dataclass
@@ -313,7 +313,7 @@ class Run:
         lines = self.rundir.results()
         done = {ln["case_id"] for ln in lines}
         wanted = {r.case_id for r in records}
-        means = RunningMeans(LIVE_METRICS)
+        means = RunningMeans([m.name for m in tagged(PROGRESS)])
         for ln in lines:
             if ln["case_id"] in wanted:
                 means.add(ln["metrics"])
@@ -373,7 +373,7 @@ class Run:
                 rd.ensure_manifest(self.pending_manifest)
                 rd.append_checkpoint({"n_edits": len(edited),
                                       "metrics": {k: dataclasses.asdict(v) for k, v in agg.items()}})
-                bar.set_postfix({k: f"{100 * agg[k].value:.1f}" for k in LIVE_METRICS if k in agg})
+                bar.set_postfix({m.name: f"{100 * agg[m.name].value:.1f}" for m in tagged(PROGRESS) if m.name in agg})
             rd.ensure_manifest(self.pending_manifest)
             state.save(self.model, self.editor, edited, edit_s, touched)  # after its checkpoint, never before
         bar.close()

@@ -122,3 +122,38 @@ def test_pre_edit_cache_is_keyed_by_weights_too():
     assert key == evaluate.pre_edit_cache_path("m", "fp", same)
     assert key != evaluate.pre_edit_cache_path("m", "fp", other)
     assert key != evaluate.pre_edit_cache_path("m", "fp2", model)
+
+
+def test_a_new_metric_is_one_table_entry_and_reaches_rows_aggregates_reports_and_the_headline(tmp_path, monkeypatch):
+    # The only change: one more entry in harness.metrics.METRICS. Everything downstream must pick it up.
+    from harness import metrics
+    from harness.report import RunData, csv_text, table_rows
+
+    nll = metrics.Metric("edit_nll", "prob", "mean", False, "mean token NLL of o* on the edit prompt",
+                         lambda c: c.edit_new.mean_nll, percent=False, tags=frozenset({metrics.HEADLINE}))
+    monkeypatch.setattr(metrics, "METRICS", (*METRICS, nll))
+    model, tok = tiny_model_and_tokenizer("gpt2")
+    recs = [_record()]
+    pre = evaluate.load_or_compute_pre_edit(model, tok, recs, None)
+    row = evaluate.evaluate_cases(model, tok, recs, pre)[0]
+    from harness.scoring import score_pairs
+    independent = score_pairs(model, tok, [(recs[0].prompt, recs[0].target_new.str)])[0].mean_nll
+    assert row["edit_nll"] == pytest.approx(independent)
+    rows = [row, {**row, "edit_nll": row["edit_nll"] + 1.0}]
+    agg = aggregate(rows, n_boot=50)
+    assert agg["edit_nll"].value == pytest.approx(independent + 0.5) and agg["edit_nll"].n == 2
+    run = RunData(tmp_path, {"dataset": {"name": "d"}, "editor": "e", "model": "m",
+                             "config": {"mode": "single", "batch_size": 1}}, "h", rows, agg, ["c1", "c2"])
+    header, body = table_rows([run])
+    assert header[-1] == "edit_nll ↓" and body[0][-1].startswith(f"{independent + 0.5:.2f} [")
+    assert csv_text([run]).splitlines()[0].endswith("edit_nll,edit_nll_lo,edit_nll_hi,edit_nll_n")
+    assert metrics.tagged(metrics.HEADLINE)[-1] is nll
+
+
+def test_views_select_metrics_by_tag_and_level():
+    from harness import metrics
+    assert [m.name for m in metrics.rloc_levels("token")] == ["RLoc_tok_easy", "RLoc_tok_middle", "RLoc_tok_hard",
+                                                               "RLoc_tok_avg"]
+    assert [m.name for m in metrics.tagged(metrics.PROGRESS)] == ["ES", "PS", "NS", "tok_locality", "RLoc_tok_hard"]
+    assert all(m.compute is None for m in METRICS if m.aggregation != "mean")
+    assert all(m.compute is not None for m in METRICS if m.aggregation == "mean")
