@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -81,16 +82,39 @@ def parameter_digests(model: torch.nn.Module, names: Sequence[str]) -> dict[str,
     return {n: tensor_digest(params[n]) for n in names}
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run wants the editor to behave, outside its hparams (and outside their hash): the harness passes these
+    to from_config instead of setting attributes afterwards."""
+
+    quiet: bool = False  # no progress bars (statistics, states)
+    vstar_cache: Path | None = None  # folder of the v* memo (editors.locate.vstar_cache), for editors that optimise v*
+
+
 @runtime_checkable
 class Editor(Protocol):
-    """An editor: a name, a hparams dataclass, and apply(), whose result restores the model.
+    """An editor: a name, a hparams dataclass, from_config(), and apply(), whose result restores the model.
 
-    Editors keep any state (e.g. AlphaEdit's accumulated keys) on the instance; one that does also defines
-    `state_dict() -> dict[str, Tensor]` and `load_state_dict(d)`, so a sequential run can be saved and resumed.
-    `from_config(family, overrides)` builds one with the YAML hparams for a model family.
+    Editors keep any state (e.g. AlphaEdit's accumulated keys) on the instance; one that does also implements
+    StatefulEditor, so a sequential run can be saved and resumed. editors.registry checks a loaded editor against
+    these members and names the missing one.
     """
 
     name: ClassVar[str]
     hparams: Any
 
+    @classmethod
+    def from_config(cls, model_key: str, overrides: dict[str, Any] | None, options: RunOptions) -> "Editor":
+        """One editor with the YAML hparams for model_key (an hparams file stem or a model family), then overrides."""
+        ...
+
     def apply(self, model: torch.nn.Module, tok: Any, requests: Sequence[EditRequest]) -> EditResult: ...
+
+
+@runtime_checkable
+class StatefulEditor(Editor, Protocol):
+    """Optional: an editor whose state outlives one apply() (a sequential run saves and reloads it)."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...

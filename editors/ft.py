@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from editors.adapters import adapter_for
-from editors.base import EditRequest, EditResult
+from editors.base import EditRequest, EditResult, RunOptions
 from editors.hparams import HparamsError, load_hparams
 from editors.text import encode_pair
 
@@ -65,7 +65,8 @@ class FTEditor:
         self.hparams = hparams or FTHparams()
 
     @classmethod
-    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None) -> "FTEditor":
+    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None,
+                    options: RunOptions = RunOptions()) -> "FTEditor":
         return cls(load_hparams(FTHparams, cls.name, model_key, overrides))
 
     def layers(self, model: Any) -> list[int]:

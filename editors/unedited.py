@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
-from editors.base import EditRequest, EditResult
+from editors.base import EditRequest, EditResult, RunOptions
 from editors.hparams import load_hparams
 
 
@@ -20,7 +20,8 @@ class UneditedEditor:
         self.hparams = hparams or UneditedHparams()
 
     @classmethod
-    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None) -> "UneditedEditor":
+    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None,
+                    options: RunOptions = RunOptions()) -> "UneditedEditor":
         return cls(load_hparams(UneditedHparams, cls.name, model_key, overrides))
 
     def apply(self, model: Any, tok: Any, requests: Sequence[EditRequest]) -> EditResult:

@@ -27,7 +27,7 @@ COMMAND_MODULES = [
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that are the user's input at fault: shown as one line, not a traceback."""
     errs: list[type[BaseException]] = [FileNotFoundError, NotADirectoryError, PermissionError]
-    for mod, names in [("fineked.records", ["RecordError", "DataFileError"]), ("editors.locate.stats", ["StatsError"]), ("editors.registry", ["UnknownEditor"]),
+    for mod, names in [("fineked.records", ["RecordError", "DataFileError"]), ("editors.locate.stats", ["StatsError"]), ("editors.registry", ["UnknownEditor", "BadEditor"]),
                        ("editors.models", ["ModelLoadError"]), ("editors.placement", ["PlacementError"]), ("editors.hparams", ["HparamsError"]),
                        ("editors.adapters", ["UnknownModelFamily"]), ("fineked.sparql", ["SparqlError"]),
                        ("harness.errors", ["UserError"]),

@@ -89,9 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         model, tok, key = load_named_model(args.model, args.device, args.dtype)
     else:  # the Ray actors load the model; the driver holds none
         model, tok, key = None, None, named_model_key(args.model)
-    from editors.registry import parse_editor_spec
-    base, flags = parse_editor_spec(args.editor)
-    name = f"{base}[{','.join(flags)}]" if flags else base  # as editors.registry.display_name will say
+    from editors.registry import display_name
+    name = display_name(args.editor)
     out = Path(args.out) if args.out else default_out(dataset.name, key, name, args.mode, args.batch_size)
     command = " ".join(shlex.quote(a) for a in ["fineked", *(getattr(args, "argv", None) or sys.argv[1:])])
     run = Run(cfg, dataset, model, tok, out, key, limit=args.limit, quiet=args.quiet,

@@ -100,8 +100,8 @@ class CaseWorker:
         self.error: Exception | None = None
         try:
             model, tok, key = load_named_model(model_name, device, dtype)
-            self.run = Run(model=model, tok=tok, model_key=key, **run_kwargs)
-            self.run.editor.quiet = True  # no progress bars from the actors
+            # quiet: no progress bars from the actors, nor from their editors (RunOptions)
+            self.run = Run(model=model, tok=tok, model_key=key, **{**run_kwargs, "quiet": True})
             self.run.prepare(pre)
             self.by_id = {r.case_id: r for r in self.run.records()}
         except Exception as exc:

@@ -258,6 +258,8 @@ class SequentialState:
         """Number of leading batches the saved state covers (their edits now in model and editor); 0 if none."""
         import torch
 
+        from editors.base import StatefulEditor
+
         saved = read_tensor_entry(self.rundir.state_path)  # unreadable: warned, start over
         if saved is None:
             return 0
@@ -275,17 +277,19 @@ class SequentialState:
         with torch.no_grad():
             for name in saved["touched"]:
                 params[name].copy_(saved["params"][name])
-        if hasattr(editor, "load_state_dict"):
+        if isinstance(editor, StatefulEditor):
             editor.load_state_dict(saved["editor"])
         self.edit_s, self.touched = saved["edit_s"], saved["touched"]
         return n
 
     def save(self, model: Any, editor: Any, edited: Sequence[Any], edit_s: dict[str, float],
              touched: set[str]) -> None:
+        from editors.base import StatefulEditor
+
         self.rundir._writing()
         params = dict(model.named_parameters())
         write_tensor_entry(self.rundir.state_path, {
             "params": {n: params[n] for n in sorted(touched)},
-            "editor": dict(editor.state_dict()) if hasattr(editor, "state_dict") else {},
+            "editor": dict(editor.state_dict()) if isinstance(editor, StatefulEditor) else {},
             "case_ids": [r.case_id for r in edited], "touched": sorted(touched),
             "edit_s": {r.case_id: edit_s[r.case_id] for r in edited}})

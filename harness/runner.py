@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from editors.base import EditRequest, PreservedFact, parameter_digests
+from editors.base import EditRequest, PreservedFact, RunOptions, parameter_digests
 from editors.hparams import hparams_hash
 from editors.placement import model_placement, peak_memory_mb, placement_fields, placement_tag, reset_peak_memory
 from editors.registry import display_name, make_editor
@@ -179,15 +179,12 @@ class Run:
     def __post_init__(self) -> None:
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
             raise UserError(f"--limit must be an integer of at least 1, got {self.limit!r}")
-        self.editor = make_editor(self.config.editor, self.model_key, self.config.overrides)
-        self.editor_name = display_name(self.editor)
-        if self.quiet:
-            self.editor.quiet = True  # no progress bars from the editor either (statistics, states)
-        if self.vstar_cache is not None:
-            if hasattr(self.editor, "vstar_cache"):
-                self.editor.vstar_cache = Path(self.vstar_cache)
-            else:
-                log.warning("%s has no v* optimisation to memoise; --vstar-cache has no effect", self.editor_name)
+        # quiet: no progress bars from the editor either (statistics, states)
+        options = RunOptions(quiet=self.quiet, vstar_cache=Path(self.vstar_cache) if self.vstar_cache else None)
+        self.editor = make_editor(self.config.editor, self.model_key, self.config.overrides, options)
+        self.editor_name = display_name(self.config.editor)
+        if self.vstar_cache is not None and not hasattr(self.editor, "vstar_cache"):
+            log.warning("%s has no v* optimisation to memoise; --vstar-cache has no effect", self.editor_name)
         self.hp_hash = hparams_hash(self.editor.hparams)
         self.companions: dict[str, list[tuple[str, EditRequest]]] = {}  # first case id of a batch -> its fillers
         self.pre: dict[str, Any] | None = None  # pre-edit predictions per case id (prepare)

@@ -33,7 +33,7 @@ THIRD_PARTY = textwrap.dedent('''
             self.hparams = hp
 
         @classmethod
-        def from_config(cls, model_key, overrides=None):
+        def from_config(cls, model_key, overrides=None, options=None):
             return cls(load_hparams(ScaleHparams, cls.name, model_key, overrides))
 
         def apply(self, model, tok, requests):
@@ -71,7 +71,7 @@ def test_third_party_editor_runs_through_the_harness(third_party, tmp_path, monk
     monkeypatch.setenv("FINEKED_CACHE", str(tmp_path / "cache"))
     assert "scale" in registry.available()
     ed = make_editor("scale[gentle]", "tiny", {"layer": 2})
-    assert display_name(ed) == "scale[gentle]" and ed.hparams.gentle and ed.hparams.layer == 2
+    assert display_name("scale[gentle]") == "scale[gentle]" and ed.hparams.gentle and ed.hparams.layer == 2
 
     from harness.datasets import load_dataset
     from harness.runner import Run, RunConfig
@@ -95,3 +95,67 @@ def test_unknown_editor_is_one_line_listing_known():
     assert "\n" not in msg and "nosuch" in msg and "ft, " in msg and "unedited" in msg
     with pytest.raises(UnknownEditor, match="NAME\\[flag"):
         make_editor("ft[", "tiny")
+
+
+class _Hp:
+    pass
+
+
+class _Good:
+    name = "good"
+
+    def __init__(self, options):
+        self.hparams, self.options = _Hp(), options
+
+    @classmethod
+    def from_config(cls, model_key, overrides=None, options=None):
+        return cls(options)
+
+    def apply(self, model, tok, requests):
+        return None
+
+
+class _NoApply:
+    name = "noapply"
+
+    @classmethod
+    def from_config(cls, model_key, overrides=None, options=None):
+        return cls()
+
+
+class _OldFromConfig(_Good):
+    @classmethod
+    def from_config(cls, model_key, overrides=None):  # before run options were passed explicitly
+        return cls(None)
+
+
+class _HalfStateful(_Good):
+    def state_dict(self):
+        return {}
+
+
+class _NoHparams(_Good):
+    def __init__(self, options):
+        self.options = options
+
+
+@pytest.mark.parametrize("cls, missing", [(_NoApply, "has no `apply`"),
+                                          (_OldFromConfig, "`from_config` does not take (model_key, overrides, options)"),
+                                          (_HalfStateful, "defines `state_dict` but not `load_state_dict`"),
+                                          (_NoHparams, "has no `hparams`")])
+def test_an_editor_missing_part_of_the_protocol_gets_one_line_naming_it(cls, missing, monkeypatch):
+    monkeypatch.setitem(registry._extra, "plugin", cls)
+    with pytest.raises(registry.BadEditor) as err:
+        make_editor("plugin", "tiny")
+    assert missing in str(err.value) and "\n" not in str(err.value) and "'plugin'" in str(err.value)
+
+
+def test_run_options_reach_the_editor_through_from_config(tmp_path, monkeypatch):
+    from editors.base import RunOptions
+    monkeypatch.setitem(registry._extra, "good", _Good)
+    opts = RunOptions(quiet=True, vstar_cache=tmp_path)
+    assert make_editor("good", "tiny", None, opts).options is opts
+    memit = make_editor("memit", "tiny", None, opts)
+    assert memit.quiet and memit.vstar_cache == tmp_path
+    assert make_editor("memit", "tiny").vstar_cache is None
+    assert display_name(" dike [no_fik, no_tke] ") == "dike[no_fik,no_tke]" and display_name("rome") == "rome"

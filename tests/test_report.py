@@ -27,7 +27,7 @@ class NoopEditor:
         self.hparams = hp
 
     @classmethod
-    def from_config(cls, model_key, overrides=None):
+    def from_config(cls, model_key, overrides=None, options=None):
         return cls(load_hparams(NoopHparams, cls.name, model_key, overrides))
 
     def apply(self, model, tok, requests):

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import torch
 
 from editors.adapters import ModelAdapter
-from editors.base import EditRequest, EditResult, weights_digest
+from editors.base import EditRequest, EditResult, RunOptions, weights_digest
 from editors.dike.checkpoint import KRDCheckpointError, checkpoint_dir, load_krd
 from editors.dike.solve import dike_delta, fik_matrix
 from editors.dike.states import subject_and_relation_states
@@ -84,15 +84,16 @@ class DikeEditor(LocateEditor):
     name = "dike"
     Hparams = DikeHparams
 
-    def __init__(self, hparams: Any | None = None):
-        super().__init__(hparams)
+    def __init__(self, hparams: Any | None = None, options: RunOptions = RunOptions()):
+        super().__init__(hparams, options)
         self._krd: dict[tuple, Any] = {}
 
     @classmethod
-    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None) -> "DikeEditor":
+    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None,
+                    options: RunOptions = RunOptions()) -> "DikeEditor":
         """MEMIT's YAML for model_key, then dike's (layers, l_r), then overrides: same keys, C, λ and v* as memit."""
         memit = {k: v for k, v in read_yaml("memit", model_key).items() if k != "layers"}
-        return cls(load_hparams(DikeHparams, "dike", model_key, overrides, base=memit))
+        return cls(load_hparams(DikeHparams, "dike", model_key, overrides, base=memit), options)
 
     def default_layers(self, n_layers: int, adapter: ModelAdapter) -> list[int]:
         return [adapter.default_edit_layer(n_layers)]

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 import torch
 
 from editors.adapters import ModelAdapter, adapter_for
-from editors.base import EditRequest, EditResult
+from editors.base import EditRequest, EditResult, RunOptions
 from editors.hparams import HparamsError, load_hparams
 from editors.locate.fingerprint import model_fingerprint
 from editors.locate.keys import block_outputs_at_subject, preserved_keys
@@ -48,7 +48,7 @@ class LocateHparams:
     # -C variants: each preserved key k_p enters the solve as w k_p k_pᵀ next to λC (an edit key weighs 1 in MEMIT's
     # least squares; ROME writes its edit key exactly). Per-model defaults in the -C YAMLs, chosen in README.md.
     preserve_weight: float = 1.0
-    quiet: bool = False  # no progress bars; a runner may also set `editor.quiet = True` (outside the hparams hash)
+    quiet: bool = False  # no progress bars; a run's RunOptions.quiet does the same outside the hparams hash
 
     def vstar(self) -> VStarConfig:
         return VStarConfig(steps=self.v_num_grad_steps, lr=self.v_lr, weight_decay=self.v_weight_decay,
@@ -106,16 +106,18 @@ class LocateEditor:
     name: ClassVar[str] = ""
     Hparams: ClassVar[type] = LocateHparams
     uses_preserved: ClassVar[bool] = False  # the -C variants add EditRequest.preserve as constraints
-    vstar_cache: Path | None = None  # folder of the v* memo (editors.locate.vstar_cache); a runner sets it
 
-    def __init__(self, hparams: Any | None = None):
+    def __init__(self, hparams: Any | None = None, options: RunOptions = RunOptions()):
         self.hparams = hparams if hparams is not None else self.Hparams()
+        self.quiet = options.quiet
+        self.vstar_cache: Path | None = options.vstar_cache  # folder of the v* memo (editors.locate.vstar_cache)
         self._stats: dict[tuple, torch.Tensor] = {}  # (fingerprint, layer) -> C, this instance's memo
         self._factors: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}  # (id(C), device) -> (C, L)
 
     @classmethod
-    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None) -> "LocateEditor":
-        return cls(load_hparams(cls.Hparams, cls.name, model_key, overrides))
+    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None,
+                    options: RunOptions = RunOptions()) -> "LocateEditor":
+        return cls(load_hparams(cls.Hparams, cls.name, model_key, overrides), options)
 
     # --- pieces the subclasses compose -------------------------------------------------------------
     def default_layers(self, n_layers: int, adapter: ModelAdapter) -> list[int]:
@@ -137,7 +139,7 @@ class LocateEditor:
         if missing:
             found = layer_second_moments(model, tok, adapter, missing, hp.stats_corpus, hp.stats_n_samples,
                                          hp.stats_max_len, hp.stats_dtype,
-                                         quiet=hp.quiet or getattr(self, "quiet", False))
+                                         quiet=hp.quiet or self.quiet)
             self._stats.update({(fp, l): C for l, C in found.items()})
         return {l: self._stats[(fp, l)] for l in layers}
 

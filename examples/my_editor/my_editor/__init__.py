@@ -11,7 +11,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from editors.adapters import adapter_for
-from editors.base import EditRequest, EditResult
+from editors.base import EditRequest, EditResult, RunOptions
 from editors.hparams import load_hparams
 from editors.text import encode_pair
 
@@ -30,7 +30,8 @@ class LastLayerNudge:
         self.hparams = hparams
 
     @classmethod
-    def from_config(cls, model_key: str, overrides: dict) -> "LastLayerNudge":
+    def from_config(cls, model_key: str, overrides: dict, options: RunOptions) -> "LastLayerNudge":
+        # options (progress bars, v* memo) do not concern this editor
         return cls(load_hparams(NudgeHparams, cls.name, model_key, overrides))
 
     def apply(self, model, tok, requests: Sequence[EditRequest]) -> EditResult:
