@@ -5,53 +5,46 @@ line on stderr naming the fix, exit status 2. `--debug` shows the traceback inst
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
 import sys
 
 from common.args import OneLineParser
+from fineked import commands as fineked_commands
+from harness import commands, demo, krd_cli
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# module -> it defines add_parsers(subparsers); each parser sets `func(args) -> int | None`.
-COMMAND_MODULES = [
-    "fineked.commands",  # endpoint, build, publish
-    "harness.commands",  # run, report, leaderboard, demo
-    "harness.krd_cli",  # train-krd
-    "harness.demo",  # demo
-]
-
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that are the user's input at fault: shown as one line, not a traceback."""
-    errs: list[type[BaseException]] = [FileNotFoundError, NotADirectoryError, PermissionError]
-    for mod, names in [("fineked.records", ["RecordError", "DataFileError"]), ("editors.locate.stats", ["StatsError"]), ("editors.registry", ["UnknownEditor", "BadEditor"]),
-                       ("editors.models", ["ModelLoadError"]), ("editors.placement", ["PlacementError"]), ("editors.hparams", ["HparamsError"]),
-                       ("editors.adapters", ["UnknownModelFamily"]), ("fineked.sparql", ["SparqlError"]),
-                       ("harness.errors", ["UserError"]),
-                       ("editors.dike.checkpoint", ["KRDCheckpointError"])]:
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        errs += [getattr(m, n) for n in names if hasattr(m, n)]
-    return tuple(errs)
+    """Exception types that are the user's input at fault: shown as one line, not a traceback.
+
+    Imported here, when an error is being handled, so that `fineked --help` does not load torch."""
+    from editors.adapters import UnknownModelFamily
+    from editors.dike.checkpoint import KRDCheckpointError
+    from editors.hparams import HparamsError
+    from editors.locate.stats import StatsError
+    from editors.models import ModelLoadError
+    from editors.placement import PlacementError
+    from editors.registry import BadEditor, UnknownEditor
+    from fineked.records import DataFileError, RecordError
+    from fineked.sparql import SparqlError
+    from harness.errors import UserError
+
+    return (FileNotFoundError, NotADirectoryError, PermissionError, RecordError, DataFileError, StatsError,
+            UnknownEditor, BadEditor, ModelLoadError, PlacementError, HparamsError, UnknownModelFamily, SparqlError,
+            UserError, KRDCheckpointError)
 
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="fineked", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for mod in COMMAND_MODULES:
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-            continue
-        m.add_parsers(sub)
+    fineked_commands.add_parsers(sub)  # endpoint, build, publish
+    commands.add_parsers(sub)  # run, report, leaderboard
+    krd_cli.add_parsers(sub)  # train-krd
+    demo.add_parsers(sub, run_cli=main)  # demo: runs the other subcommands through main
     return parser
 
 

@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fineked.counterfact import load_counterfact
+from fineked.export import load_fineked
 from fineked.records import LEVELS, EditRecord, read_json_lines, records_from_lines
 from harness.errors import UserError
 
@@ -33,14 +34,6 @@ def fingerprint(records: tuple[EditRecord, ...]) -> str:
     return h.hexdigest()[:16]
 
 
-def _loader(module: str, func: str):
-    try:
-        return getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError):
-        raise UserError(f"{module}.{func} is not available in this installation; "
-                        "pass a .jsonl file of records instead") from None
-
-
 def unique_ids(records: tuple[EditRecord, ...], spec: str) -> tuple[EditRecord, ...]:
     """Results are keyed by case id: two records with one id would share (and lose) a line."""
     seen: set[str] = set()
@@ -58,7 +51,7 @@ def load_dataset(spec: str, split: str | None = None) -> Dataset:
             raise UserError(f"--split picks a FINE-KED level; {spec!r} has no levels, drop --split")
     if spec == "counterfact" or spec.startswith("counterfact:"):
         path = spec.partition(":")[2] or None
-        records = unique_ids(tuple(_loader("fineked.counterfact", "load_counterfact")(path, None)), spec)
+        records = unique_ids(tuple(load_counterfact(path, None)), spec)
         name = "counterfact" if path is None else f"counterfact-{Path(path).stem}"
         return Dataset(name, spec, None, records, fingerprint(records))
     if spec.endswith(".jsonl") and not Path(spec).is_file():
@@ -68,7 +61,7 @@ def load_dataset(spec: str, split: str | None = None) -> Dataset:
         return Dataset(Path(spec).stem, spec, None, records, fingerprint(records))
     if split not in (*LEVELS, "all"):
         raise UserError(f"FINE-KED dataset {spec!r} needs --split, one of {', '.join(LEVELS)} or all")
-    records = unique_ids(tuple(_loader("fineked.export", "load_fineked")(spec, split)), spec)
+    records = unique_ids(tuple(load_fineked(spec, split)), spec)
     base = Path(spec.rstrip("/")).name or spec
     return Dataset(f"{base}-{split}", spec, split, records, fingerprint(records))
 

@@ -6,9 +6,11 @@ levels (--split all) -> leaderboard table -> R-Loc plot -> publish dry run. Flag
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from common.args import number
 from harness.commands import add_placement_args
@@ -17,7 +19,9 @@ from harness.errors import UserError
 DEMO_EDITORS = ["unedited", "ft", "rome", "memit", "alphaedit", "memit_c", "dike"]
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction, run_cli: Callable[[list[str]], int]) -> None:
+    """run_cli: the `fineked` entry point (harness.cli.main) that runs each step; passed in, so the demo does not
+    import the CLI that imports it."""
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded defaults (minutes on a laptop CPU)")
     p.add_argument("--out", default="out/demo", help="folder for every output (default: out/demo)")
     p.add_argument("--model", default="smollm2-135m")
@@ -31,15 +35,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="rows per batch that get the live-LLM constraint loss (0: all; the demo samples to stay fast)")
     p.add_argument("--editors", default=",".join(DEMO_EDITORS), help="comma-separated editor specs")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=run_demo)
+    p.set_defaults(func=run_demo, run_cli=run_cli)
 
 
-def _step(title: str, argv: list[str]) -> None:
-    from harness.cli import main
-
+def _step(run_cli: Callable[[list[str]], int], title: str, argv: list[str]) -> None:
     print(f"\n=== {title}\n$ fineked {' '.join(argv)}", flush=True)
     started = time.monotonic()
-    rc = main(argv)
+    rc = run_cli(argv)
     if rc:
         raise UserError(f"demo step '{title}' failed (exit {rc}); fix the error above and rerun `fineked demo` "
                         "(finished steps are cached and resume)")
@@ -54,15 +56,16 @@ def run_demo(args: argparse.Namespace) -> int:
     quiet = ["--quiet"] if args.quiet else []
     placement = ["--dtype", args.dtype] + (["--device", args.device] if args.device else [])
     editors = [e.strip() for e in args.editors.split(",") if e.strip()]
+    step = functools.partial(_step, args.run_cli)
     started = time.monotonic()
 
     print("=== starting the local WikiData endpoint (Oxigraph on 127.0.0.1)", flush=True)
     with LocalEndpoint() as endpoint:
         print(f"endpoint: {endpoint.url}", flush=True)
-        _step("build FINE-KED", ["build", "--endpoint", endpoint.url, "--out", str(data),
+        step("build FINE-KED", ["build", "--endpoint", endpoint.url, "--out", str(data),
                                  "--max-cases", str(args.max_cases), "--krd-samples", str(args.krd_samples * 2)] + quiet)
     if any(e.startswith("dike") for e in editors):
-        _step("train a small KRD", ["train-krd", "--model", args.model, "--data", str(data),
+        step("train a small KRD", ["train-krd", "--model", args.model, "--data", str(data),
                                     "--samples", str(args.krd_samples), "--epochs", str(args.krd_epochs),
                                     "--con-per-batch", str(args.krd_con_per_batch),
                                     "--out", str(krd)] + placement + quiet)
@@ -75,12 +78,12 @@ def run_demo(args: argparse.Namespace) -> int:
             argv += ["--limit", str(args.cases)]
         if spec.startswith("dike"):
             argv += ["--set", f"krd_path={krd}"]
-        _step(f"{spec} on FINE-KED (all levels)", argv)
+        step(f"{spec} on FINE-KED (all levels)", argv)
         run_dirs.append(str(run_dir))
     board = out / "leaderboard.csv"
-    _step("leaderboard", ["leaderboard", *run_dirs, "--out", str(board)] + quiet)
-    _step("report and R-Loc plot", ["report", *run_dirs, "--out", str(out / "report")] + quiet)
-    _step("publish dry run", ["publish", "--repo-id", "fineked/fineked-demo", "--data", str(data), "--dry-run"])
+    step("leaderboard", ["leaderboard", *run_dirs, "--out", str(board)] + quiet)
+    step("report and R-Loc plot", ["report", *run_dirs, "--out", str(out / "report")] + quiet)
+    step("publish dry run", ["publish", "--repo-id", "fineked/fineked-demo", "--data", str(data), "--dry-run"])
     print_leaderboard(board)
     print(f"\nDemo finished in {(time.monotonic() - started) / 60:.1f} min. Outputs:\n"
           f"  dataset (HF DatasetDict, parquet, card): {data}\n"

@@ -21,7 +21,9 @@ no_ctr / no_kc load the KRD trained without that loss (`fineked train-krd --no-c
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +32,7 @@ import torch
 
 from editors.adapters import ModelAdapter
 from editors.base import EditRequest, EditResult, RunOptions, weights_digest
+from editors.dike import krd as krd_code, states as states_code
 from editors.dike.checkpoint import KRDCheckpointError, checkpoint_dir, load_krd
 from editors.dike.solve import dike_delta, fik_matrix
 from editors.dike.states import subject_and_relation_states
@@ -40,7 +43,7 @@ from editors.locate.hooks import block_output
 from editors.locate.keys import compute_keys
 from editors.locate.solve import written_share
 from editors.locate.vstar import optimise_target_value
-from editors.locate.vstar_cache import model_state_digest, target_value
+from editors.locate.vstar_cache import model_state_digest, source_digest, target_value
 from editors.memit import MemitHparams
 
 
@@ -74,6 +77,13 @@ class DikeHparams(MemitHparams):
     def krd_variant(self) -> str:
         flags = [f for f in ("no_ctr", "no_kc") if getattr(self, f)]
         return "+".join(flags) or "full"
+
+
+@functools.lru_cache(maxsize=None)
+def dike_code_digest() -> str:
+    """The DiKE code a memoised z_r depends on (its intervention, the KRD, the states); the shared v* code is in
+    the memo's key already."""
+    return source_digest(sys.modules[__name__], krd_code, states_code)
 
 
 def model_name(model: Any) -> str:
@@ -210,6 +220,7 @@ class DikeEditor(LocateEditor):
         # the memo's key must name everything the intervention reads
         variant = None if self.vstar_cache is None else {
             "krd": None if hp.no_tke else weights_digest(krd), "repr_layer": l_r, "clamp_on": hp.clamp_on,
+            "code": dike_code_digest(),
             "keep_recon_residual": hp.keep_recon_residual, "no_tke": hp.no_tke, "kl_reference": hp.kl_reference,
             "shrink": None if M is None else hashlib.sha256(M.double().cpu().numpy().tobytes()).hexdigest()}
         tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "dike:z_r", self.vstar_cache,

@@ -21,9 +21,9 @@ import hashlib
 import inspect
 import json
 import logging
-import sys
 from dataclasses import asdict
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Sequence
 
 import torch
@@ -31,23 +31,26 @@ import torch
 from common.cache import finite_tensors, read_tensor_entry, write_tensor_entry
 from editors.adapters import ModelAdapter
 from editors.base import EditRequest, weights_digest
+from editors.locate import hooks, tokens, vstar
 from editors.locate.vstar import TargetValue, VStarConfig, optimise_target_value
 
 log = logging.getLogger(__name__)
 
-# Modules whose code decides a v*: editing any of them invalidates every entry.
-CODE_MODULES = ("editors.locate.vstar", "editors.locate.hooks", "editors.locate.tokens", "editors.dike.krd",
-                "editors.dike.editor", "editors.dike.states")
+# Modules whose code decides every v*: editing any of them invalidates every entry. An editor whose own code also
+# decides its v* (DiKE's intervention) puts source_digest(its modules) in the `variant` it passes.
+CODE_MODULES = (vstar, hooks, tokens)
+
+
+def source_digest(*modules: ModuleType) -> str:
+    h = hashlib.sha256()
+    for module in modules:
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=None)
 def code_digest() -> str:
-    import importlib
-
-    h = hashlib.sha256()
-    for name in CODE_MODULES:
-        h.update(inspect.getsource(sys.modules.get(name) or importlib.import_module(name)).encode())
-    return h.hexdigest()
+    return source_digest(*CODE_MODULES)
 
 
 def model_state_digest(model: torch.nn.Module) -> str:
