@@ -45,22 +45,11 @@ def compute_pre_edit(model: Any, tok: Any, records: Sequence[EditRecord], batch_
     return out
 
 
-def model_fingerprint(model: Any) -> str:
-    """Hashes of two small weights (final norm, last FFN output): a changed checkpoint under the same name
-    gets its own pre-edit cache entry."""
-    from editors.adapters import UnknownModelFamily, adapter_for
-    from editors.base import tensor_digest
-    try:
-        ad = adapter_for(model)
-    except UnknownModelFamily:
-        return "unknown-family"
-    norm = model.get_submodule(ad.final_norm).weight
-    return tensor_digest(norm) + tensor_digest(ad.ffn_out_weight(model, ad.n_layers(model) - 1))
-
-
 def pre_edit_cache_path(model_name: str, fingerprint: str, model: Any = None) -> Path:
+    """fingerprint: the dataset's; model: its checkpoint_digest (and placement) keys the entry too."""
+    from editors.locate.fingerprint import checkpoint_digest
     from editors.placement import placement_tag
-    weights = model_fingerprint(model) + placement_tag(model) if model is not None else ""
+    weights = checkpoint_digest(model) + placement_tag(model) if model is not None else ""
     key = hashlib.sha256(f"{model_name}|{weights}|{fingerprint}|v{PRE_EDIT_VERSION}".encode()).hexdigest()[:16]
     return cache_dir() / "pre_edit" / f"{key}.json"
 

@@ -1,8 +1,14 @@
-"""A cheap identity for a model's weights, used to key on-disk caches (statistics, prefixes).
+"""Model identities for on-disk caches. There are three, one per question a cache asks:
 
-It hashes the config and samples of parameters editors never touch (embeddings, norms), so an edited
-model keeps the identity of its base model and its cached statistics stay valid. The same weights in another dtype
-or on another device kind compute other statistics, so those get a suffix (editors.placement.placement_tag).
+- model_fingerprint: which base model is this? Keys statistics, prefixes and KRD checkpoints. It hashes the config
+  and samples of parameters editors never touch (embeddings, norms), so an edited model keeps the identity of its
+  base model and its cached statistics stay valid. The same weights in another dtype or on another device kind
+  compute other statistics, so those get a suffix (editors.placement.placement_tag).
+- checkpoint_digest: is this the same checkpoint as last time? Keys the harness's pre-edit predictions: exact hashes
+  of two small weights (final norm, last FFN output), so a changed checkpoint under the same name gets its own entry
+  without hashing every weight.
+- editors.base.weights_digest (with the config: editors.locate.vstar_cache.model_state_digest): are these exactly
+  the weights now in memory? Keys the v* memo, where a sequentially edited model must never match its base model.
 """
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ import hashlib
 
 import torch
 
-from editors.adapters import adapter_for
+from editors.adapters import UnknownModelFamily, adapter_for
+from editors.base import tensor_digest
 from editors.placement import placement_tag
 
 
@@ -32,3 +39,13 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     except AttributeError:
         pass
     return fp + placement_tag(model)
+
+
+def checkpoint_digest(model: torch.nn.Module) -> str:
+    """Exact hashes of the final norm and the last FFN output weight ("unknown-family" where no adapter fits)."""
+    try:
+        ad = adapter_for(model)
+    except UnknownModelFamily:
+        return "unknown-family"
+    norm = model.get_submodule(ad.final_norm).weight
+    return tensor_digest(norm) + tensor_digest(ad.ffn_out_weight(model, ad.n_layers(model) - 1))
