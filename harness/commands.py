@@ -77,9 +77,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_ray_args(args.mode, args.ray, args.workers)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = RunConfig(model=args.model, editor=args.editor, mode=args.mode, batch_size=args.batch_size,
-                    eval_every=args.eval_every, seed=args.seed, overrides=parse_overrides(args.set),
-                    gen_tokens=args.fluency_tokens, score_batch_size=args.score_batch_size)
+    given = {"mode": args.mode, "batch_size": args.batch_size, "eval_every": args.eval_every, "seed": args.seed,
+             "gen_tokens": args.fluency_tokens, "score_batch_size": args.score_batch_size}
+    # flags left out take RunConfig's defaults, which live only there
+    cfg = RunConfig(model=args.model, editor=args.editor, overrides=parse_overrides(args.set),
+                    **{k: v for k, v in given.items() if v is not None})
     if args.out:
         RunDir(args.out)  # refuses a file before the model loads
     dataset = load_dataset(args.dataset, args.split)
@@ -91,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         model, tok, key = None, None, named_model_key(args.model)
     from editors.registry import display_name
     name = display_name(args.editor)
-    out = Path(args.out) if args.out else default_out(dataset.name, key, name, args.mode, args.batch_size)
+    out = Path(args.out) if args.out else default_out(dataset.name, key, name, cfg.mode, cfg.batch_size)
     command = " ".join(shlex.quote(a) for a in ["fineked", *(getattr(args, "argv", None) or sys.argv[1:])])
     run = Run(cfg, dataset, model, tok, out, key, limit=args.limit, quiet=args.quiet,
               check_restore=args.check_restore, command=command, vstar_cache=args.vstar_cache)
@@ -137,16 +139,16 @@ def add_parsers(sub: Any) -> None:
                    help="FINE-KED folder or hub id (with --split), counterfact, counterfact:PATH, or FILE.jsonl")
     p.add_argument("--split", choices=["easy", "middle", "hard", "all"],
                    help="FINE-KED level; all: cases with facts at every level, R-Loc reported per level")
-    p.add_argument("--mode", default="single", choices=["single", "batch", "subject", "sequential"])
-    p.add_argument("--batch-size", type=number(int, 1), default=1, help="edits per apply() (batch/subject/sequential)")
-    p.add_argument("--eval-every", type=number(int, 0), default=0, help="sequential: evaluate every N edits")
-    p.add_argument("--seed", type=number(int, 0), default=0)
+    p.add_argument("--mode", choices=["single", "batch", "subject", "sequential"])
+    p.add_argument("--batch-size", type=number(int, 1), help="edits per apply() (batch/subject/sequential)")
+    p.add_argument("--eval-every", type=number(int, 0), help="sequential: evaluate every N edits (0: only at the end)")
+    p.add_argument("--seed", type=number(int, 0))
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override an editor hparam (repeatable)")
     p.add_argument("--limit", type=number(int, 1), help="only the first N cases (a later larger --limit resumes)")
     p.add_argument("--out", help="run directory (default runs/DATASET__MODEL__EDITOR__MODE)")
-    p.add_argument("--fluency-tokens", type=number(int, 0), default=0,
+    p.add_argument("--fluency-tokens", type=number(int, 0),
                    help="greedy tokens generated from each subject for the fluency metric (0: off)")
-    p.add_argument("--score-batch-size", type=number(int, 1), default=32, help="(prompt, target) pairs per forward pass")
+    p.add_argument("--score-batch-size", type=number(int, 1), help="(prompt, target) pairs per forward pass")
     p.add_argument("--check-restore", action="store_true", help="verify bit-exact restores by tensor hashes")
     p.add_argument("--vstar-cache", type=Path, metavar="DIR",
                    help="reuse v* optimisations across runs (rome, memit, alphaedit, their -C variants, dike and "
