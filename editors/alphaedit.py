@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from editors.adapters import ModelAdapter
-from editors.base import EditRequest, EditResult
+from editors.base import EditRequest, EditResult, RunOptions
 from editors.locate.editor import LocateEditor, Timer
 from editors.locate.projector import cached_projector
 from editors.locate.solve import alphaedit_delta
@@ -46,8 +46,8 @@ class AlphaEditEditor(LocateEditor):
     name = "alphaedit"
     Hparams = AlphaEditHparams
 
-    def __init__(self, hparams: Any | None = None):
-        super().__init__(hparams)
+    def __init__(self, hparams: Any | None = None, options: RunOptions = RunOptions()):
+        super().__init__(hparams, options)
         self._projectors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # -> (C, P on the model's device)
         self.prev_keys: dict[int, torch.Tensor] = {}  # layer -> (d_in, N) keys of earlier edits still in place
 

@@ -100,8 +100,7 @@ class CaseWorker:
         self.error: Exception | None = None
         try:
             model, tok, key = load_named_model(model_name, device, dtype)
-            # quiet: no progress bars from the actors, nor from their editors (RunOptions)
-            self.run = Run(model=model, tok=tok, model_key=key, **{**run_kwargs, "quiet": True})
+            self.run = Run(model=model, tok=tok, model_key=key, **run_kwargs)  # quiet: no bars, editors' too
             self.run.prepare(pre)
             self.by_id = {r.case_id: r for r in self.run.records()}
         except Exception as exc:

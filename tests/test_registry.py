@@ -159,3 +159,11 @@ def test_run_options_reach_the_editor_through_from_config(tmp_path, monkeypatch)
     assert memit.quiet and memit.vstar_cache == tmp_path
     assert make_editor("memit", "tiny").vstar_cache is None
     assert display_name(" dike [no_fik, no_tke] ") == "dike[no_fik,no_tke]" and display_name("rome") == "rome"
+
+
+@pytest.mark.parametrize("name", ["unedited", "ft", "rome", "rome_c", "memit", "memit_c", "alphaedit", "dike"])
+def test_every_builtin_passes_the_protocol_check_and_takes_run_options(name, tmp_path):
+    from editors.base import Editor, RunOptions
+    ed = make_editor(name, "tiny", None, RunOptions(quiet=True, vstar_cache=tmp_path))
+    assert isinstance(ed, Editor)
+    assert getattr(ed, "vstar_cache", tmp_path) == tmp_path and getattr(ed, "quiet", True)
