@@ -43,6 +43,12 @@ class ModelAdapter:
         """Convert a (d_out, d_in) update back into the parameter's own orientation."""
         return delta_out_in.T if self.conv1d else delta_out_in
 
+    def add_to_ffn_out(self, model: torch.nn.Module, layer: int, delta_out_in: torch.Tensor) -> None:
+        """Write an (out, in) update into layer `layer`'s FFN output weight, in its dtype and on its device."""
+        w = self.ffn_out_weight(model, layer)
+        with torch.no_grad():
+            w.add_(self.delta_to_param(delta_out_in).to(device=w.device, dtype=w.dtype))
+
     def default_edit_layer(self, n_layers: int) -> int:
         """About a sixth of the depth: inside the first third (ROME's causal-tracing range), e.g. 5 of 30 on SmolLM2."""
         return max(0, round(n_layers * 0.17))

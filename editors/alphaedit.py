@@ -18,7 +18,8 @@ from editors.base import EditRequest, EditResult, RunOptions
 from editors.locate.editor import LocateEditor, Timer
 from editors.locate.projector import cached_projector
 from editors.locate.solve import alphaedit_delta
-from editors.memit import MemitHparams, default_range, spread_update, target_residuals
+from editors.locate.spread import default_range, spread_update, target_residuals
+from editors.memit import MemitHparams
 
 
 @dataclass

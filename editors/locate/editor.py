@@ -169,9 +169,7 @@ class LocateEditor:
         return EditResult.snapshot(model, [adapter.ffn_out_weight_name(l) for l in layers])
 
     def add_delta(self, model: Any, adapter: ModelAdapter, layer: int, delta_out_in: torch.Tensor) -> None:
-        w = adapter.ffn_out_weight(model, layer)
-        with torch.no_grad():
-            w.add_(adapter.delta_to_param(delta_out_in).to(device=w.device, dtype=w.dtype))
+        adapter.add_to_ffn_out(model, layer, delta_out_in)
 
     # --- the Editor protocol -----------------------------------------------------------------------
     def apply(self, model: Any, tok: Any, requests: Sequence[EditRequest]) -> EditResult:

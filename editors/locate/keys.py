@@ -1,7 +1,7 @@
 """Keys: the FFN input at the last subject token, averaged over the bare prompt and context prefixes."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 
@@ -20,22 +20,30 @@ def with_prefixes(prompts: Sequence[str], prefixes: Sequence[str]) -> tuple[list
 
 
 @torch.no_grad()
-def keys_at_subject(model: Any, tok: Any, adapter: ModelAdapter, layer: int, prompts: Sequence[str],
-                    subjects: Sequence[str], search_from: Sequence[int] | None = None,
+def read_at_subject(model: Any, tok: Any, adapter: ModelAdapter, layer: int, site: Callable[..., ContextManager],
+                    prompts: Sequence[str], subjects: Sequence[str], search_from: Sequence[int] | None = None,
                     batch_size: int = 64) -> torch.Tensor:
-    """(len(prompts), d_in) float32: the key of each prompt's last subject token, one row per prompt."""
+    """(len(prompts), d) float32: what hook `site` (ffn_key, block_output) sees at block `layer` at each prompt's last
+    subject token; the forward pass of each batch stops there."""
     device = next(model.parameters()).device
     rows = []
     for i in range(0, len(prompts), batch_size):
         sl = slice(i, i + batch_size)
         enc, pos = subject_last_token_positions(tok, prompts[sl], subjects[sl], "right",
                                                 None if search_from is None else search_from[sl])
-        cut = max(pos) + 1  # causal: tokens after the subject cannot change its key
+        cut = max(pos) + 1  # causal: tokens after the subject cannot change what it reads
         inputs = {k: v[:, :cut].to(device) for k, v in enc.items()}
-        with ffn_key(model, adapter, layer, pos, stop=True) as site:
+        with site(model, adapter, layer, pos, stop=True) as hook:
             run_until(model, **inputs, use_cache=False)
-        rows.append(site.value.float())
+        rows.append(hook.value.float())
     return torch.cat(rows)
+
+
+def keys_at_subject(model: Any, tok: Any, adapter: ModelAdapter, layer: int, prompts: Sequence[str],
+                    subjects: Sequence[str], search_from: Sequence[int] | None = None,
+                    batch_size: int = 64) -> torch.Tensor:
+    """(len(prompts), d_in) float32: the key of each prompt's last subject token, one row per prompt."""
+    return read_at_subject(model, tok, adapter, layer, ffn_key, prompts, subjects, search_from, batch_size)
 
 
 def keys_for_pairs(model: Any, tok: Any, adapter: ModelAdapter, layer: int,
@@ -68,18 +76,8 @@ def preserved_keys(model: Any, tok: Any, adapter: ModelAdapter, layer: int, requ
     return keys_for_pairs(model, tok, adapter, layer, pairs, prefixes)
 
 
-@torch.no_grad()
 def block_outputs_at_subject(model: Any, tok: Any, adapter: ModelAdapter, layer: int,
                              pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> torch.Tensor:
     """(n_pairs, d) float32: the residual stream after block `layer` at each bare prompt's last subject token."""
-    device = next(model.parameters()).device
-    rows = []
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i:i + batch_size]
-        enc, pos = subject_last_token_positions(tok, [p for p, _ in chunk], [s for _, s in chunk], "right")
-        cut = max(pos) + 1
-        inputs = {k: v[:, :cut].to(device) for k, v in enc.items()}
-        with block_output(model, adapter, layer, pos, stop=True) as site:
-            run_until(model, **inputs, use_cache=False)
-        rows.append(site.value.float())
-    return torch.cat(rows)
+    return read_at_subject(model, tok, adapter, layer, block_output, [p for p, _ in pairs], [s for _, s in pairs],
+                           batch_size=batch_size)
