@@ -14,11 +14,17 @@ import torch
 from common.cache import (read_json_entry, read_tensor_entry, write_json_entry, write_tensor_entry)
 from editors.adapters import adapter_for
 from editors.locate.prefixes import _memory, context_prefixes
-from editors.locate.stats import layer_second_moment, stats_path
+from editors.locate.stats import layer_second_moments, stats_path
 from editors.tiny import tiny_model_and_tokenizer
 from harness.datasets import load_dataset
 from harness.evaluate import load_or_compute_pre_edit, pre_edit_cache_path
 from test_runner import write_records
+
+
+def layer_second_moment(model, tok, adapter, layer, *rest, **kw):
+    """C of one layer through layer_second_moments, the only entry point the editors use."""
+    return layer_second_moments(model, tok, adapter, [layer], *rest, **kw)[layer]
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,6 +88,7 @@ from pathlib import Path
 from editors.tiny import tiny_model_and_tokenizer
 from harness.datasets import load_dataset
 from harness.evaluate import load_or_compute_pre_edit
+
 records, path = load_dataset(sys.argv[1]).records[:1], Path(sys.argv[2])
 model, tok = tiny_model_and_tokenizer("gpt2")
 for i in range(100):

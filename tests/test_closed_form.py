@@ -1,7 +1,7 @@
 """The closed-form updates equal brute-force least-squares solves of their objectives (float64, 1e-8)."""
 import torch
 
-from editors.locate.solve import alphaedit_delta, memit_delta, nullspace_projector, psd_factor, rome_delta, rome_update
+from editors.locate.solve import alphaedit_delta, memit_delta, nullspace_projector, psd_factor, rome_delta
 
 D_OUT, D_IN = 7, 9
 g = torch.Generator().manual_seed(0)
@@ -26,7 +26,7 @@ def test_rome_equals_constrained_least_squares():
     rhs[D_IN] = v - W @ k
     brute = torch.linalg.lstsq(kkt, rhs, driver="gelsd").solution[:D_IN].T
     assert torch.allclose(rome_delta(W, C, k, v), brute, atol=1e-8, rtol=0)
-    W_hat = rome_update(W, C, k, v)
+    W_hat = W + rome_delta(W, C, k, v)
     assert torch.allclose(W_hat @ k, v, atol=1e-10)
     # the explicit rank-one formula of METHOD.md §4
     u = torch.linalg.solve(C, k)

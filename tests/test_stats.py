@@ -8,8 +8,13 @@ from common.cache import read_tensor_entry
 
 from editors.adapters import adapter_for
 from editors.locate import stats
-from editors.locate.stats import StatsError, layer_second_moment, layer_second_moments, stats_path
+from editors.locate.stats import StatsError, layer_second_moments, stats_path
 from editors.tiny import tiny_model_and_tokenizer
+
+
+def layer_second_moment(model, tok, adapter, layer, *rest, **kw):
+    """C of one layer through layer_second_moments, the only entry point the editors use."""
+    return layer_second_moments(model, tok, adapter, [layer], *rest, **kw)[layer]
 
 TEXTS = ["The capital of France is Paris .", "Danielle Darrieux speaks French and English .",
          "Berlin Germany Rome Italy Madrid Spain London England Tokyo Japan Ottawa Canada was born in the city of",

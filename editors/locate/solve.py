@@ -28,11 +28,6 @@ def rome_delta(W: torch.Tensor, C: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     return torch.linalg.solve(gram, (V - W @ K).T).T @ CinvK.T
 
 
-def rome_update(W: torch.Tensor, C: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Ŵ = W + Δ (float64), Δ from rome_delta."""
-    return W.to(torch.float64) + rome_delta(W, C, k, v)
-
-
 def psd_factor(C: torch.Tensor) -> torch.Tensor | None:
     """The Cholesky factor of C in float64, or None where C is not numerically positive definite."""
     L, info = torch.linalg.cholesky_ex(C.to(torch.float64))

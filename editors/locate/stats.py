@@ -154,9 +154,3 @@ def layer_second_moments(model: Any, tok: Any, adapter: ModelAdapter, layers: Se
                                 "layer": l, "max_len": max_len})
             out[l] = C
     return out
-
-
-def layer_second_moment(model: Any, tok: Any, adapter: ModelAdapter, layer: int, corpus: str, n_samples: int,
-                        max_len: int, dtype: torch.dtype = torch.float32, quiet: bool = False) -> torch.Tensor:
-    """C (d_in, d_in) for one layer; see layer_second_moments."""
-    return layer_second_moments(model, tok, adapter, [layer], corpus, n_samples, max_len, dtype, quiet)[layer]
