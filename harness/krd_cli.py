@@ -114,17 +114,18 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--siblings", type=number(int, 1, 10), default=10,
                    help="|N|: at most this many sibling facts per sample in L_con, 1-10 (default: %(default)s)")
     p.add_argument("--epochs", type=number(int, 0), default=2)
-    p.add_argument("--warmup-epochs", type=number(int, 0), default=30,
+    p.add_argument("--warmup-epochs", type=number(int, 0), default=0,
                    help="epochs of L_ctr + L_rec alone on the cached states first (seconds each; 0: off)")
     p.add_argument("--batch-size", type=number(int, 2), default=32)
     p.add_argument("--llm-batch", type=number(int, 1), default=32, help="rows per live LLM pass in L_con")
     p.add_argument("--con-per-batch", type=number(int, 0), default=0,
                    help="samples per batch whose L_con is computed (a random subset; 0: all). The LLM passes dominate "
                         "the cost, so this trades L_con variance for time")
-    p.add_argument("--lr", type=number(float, 0), default=1e-3)
+    p.add_argument("--lr", type=number(float, 0), default=1e-4,
+                   help="AdamW learning rate (default %(default)s: see README, 'The committed KRD')")
     p.add_argument("--tau", type=number(float, 1e-6), default=0.1, help="InfoNCE temperature")
     p.add_argument("--alpha", type=number(float, 0), default=1.0, help="weight of L_con")
-    p.add_argument("--beta", type=number(float, 0), default=0.01,
+    p.add_argument("--beta", type=number(float, 0), default=0.05,
                    help="weight of L_rec = ‖h_s − ĥ_s‖² (default %(default)s: see README, 'The committed KRD')")
     p.add_argument("--init", choices=("random", "split"), default="split",
                    help="KRD initialisation; split (default): ĥ_s = h_s exactly at the start (KRD.split_init)")
