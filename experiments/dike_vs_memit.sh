@@ -12,6 +12,9 @@ DATA=out/fineked
 OUT=experiments/dike_vs_memit
 # v* memo: dike and dike[no_fik] (same KRD) share each z_r optimisation, memit_l7 and dike[no_tke] each z
 VC=(--vstar-cache out/vstar-cache)
+# The committed runs predate issue 13's DKE defaults; these flags restore the behaviour they were made with
+# (the full-strength DKE experiment is experiments/dike_full.sh).
+OLD=(--set clamp_on=z_r --set keep_recon_residual=false --set through_shrink=false --set kl_reference=substituted)
 KRD_ARGS=(--model smollm2-135m --data "$DATA" --samples 5000 --epochs 3 --con-per-batch 8 --threads 1 --quiet)
 
 [ -f "$DATA/README.md" ] || fineked build --out "$DATA" --quiet
@@ -24,13 +27,13 @@ run() {  # run NAME LIMIT EDITOR [--set ...]
     --out "$OUT/runs/$name" --threads 1 --quiet "$@"
 }
 run memit_l7 "$N" memit --set 'layers=[7]' "${VC[@]}"
-run dike "$N" dike --set krd_path=out/krd-5k "${VC[@]}"
-run dike_no_tke "$NA" 'dike[no_tke]' --set krd_path=out/krd-5k "${VC[@]}"
-run dike_no_fik "$NA" 'dike[no_fik]' --set krd_path=out/krd-5k "${VC[@]}"
+run dike "$N" dike --set krd_path=out/krd-5k "${VC[@]}" "${OLD[@]}"
+run dike_no_tke "$NA" 'dike[no_tke]' --set krd_path=out/krd-5k "${VC[@]}" "${OLD[@]}"
+run dike_no_fik "$NA" 'dike[no_fik]' --set krd_path=out/krd-5k "${VC[@]}" "${OLD[@]}"
 [ -f out/krd-5k-no-ctr/krd.safetensors ] || fineked train-krd "${KRD_ARGS[@]}" --no-ctr --out out/krd-5k-no-ctr
 [ -f out/krd-5k-no-kc/krd.safetensors ] || fineked train-krd "${KRD_ARGS[@]}" --no-kc --out out/krd-5k-no-kc
-run dike_no_ctr "$NA" 'dike[no_ctr]' --set krd_path=out/krd-5k-no-ctr
-run dike_no_kc "$NA" 'dike[no_kc]' --set krd_path=out/krd-5k-no-kc
+run dike_no_ctr "$NA" 'dike[no_ctr]' --set krd_path=out/krd-5k-no-ctr "${OLD[@]}"
+run dike_no_kc "$NA" 'dike[no_kc]' --set krd_path=out/krd-5k-no-kc "${OLD[@]}"
 # Controls: MEMIT with a 2-8x larger λ (weaker edits) traces MEMIT's efficacy-for-locality trade-off, so DiKE's
 # R-Loc can be compared at its own efficacy rather than MEMIT's (experiments/frontier.py, experiments/paired_diff.py).
 for lam in 3000 6000 12000; do

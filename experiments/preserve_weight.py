@@ -6,7 +6,10 @@ ratios below do not depend on v*:
   keep   = mean over preserved keys of |gᵀk_p| / |gᵀk|   (their output change relative to the edit key's; w = 0: plain)
   share  = gᵀk                                          (MEMIT-C: the share of r written at k*; ROME-C: 1)
   cost   = ‖Δ‖_C / ‖Δ‖_C(w=0), ‖Δ‖_C² = tr(Δ C Δᵀ)       (the change over the statistics corpus's keys)
-  cos    = median cosine of k* and its preserved keys (a key equal to k* cannot be kept while k* is edited).
+  cos    = median cosine of k* and its preserved keys (a key equal to k* cannot be kept while k* is edited);
+  same   = the share of preserved keys equal to k* (cosine > 0.9999: the edit and the preserved prompt both begin
+           with the subject, so the tokens up to its last one, hence the key, are the same);
+  keep≠  = the median keep over the preserved keys that differ from k*.
 
 python experiments/preserve_weight.py --data leaderboards/data/fineked --start 300 --n 30
 """
@@ -39,20 +42,23 @@ def main() -> None:
     reqs = [edit_request(r) for r in records if r.constraint_facts]
     ws = [float(w) for w in args.weights.split(",")]
     print(f"{len(reqs)} edits (cases {args.start}..{args.start + args.n - 1} of --split all with preserved facts)\n")
-    print("| editor | layer | λ | w | keep (median) | share (median) | cost ‖Δ‖_C (median) | cos(k*, k_p) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| editor | layer | λ | w | keep (median) | keep≠ (median) | share (median) | cost ‖Δ‖_C (median) | "
+          "cos(k*, k_p) | same |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for spec in args.editors.split(","):
         ed = make_editor(spec, "smollm2-135m")
         layer = ed.edit_layers(model, ad)[-1]
         lam = ed.hparams.mom2_update_weight
         C = ed.second_moments(model, tok, ad, [layer])[layer].double()
         prefixes = ed.prefixes(model, tok)
-        rows = {w: ([], [], []) for w in ws}
+        rows = {w: ([], [], [], []) for w in ws}
         coss = []
         for req in reqs:
             k = compute_keys(model, tok, ad, layer, [req], prefixes)[0].double()
             Kp = preserved_keys(model, tok, ad, layer, [req], prefixes).double().T  # (d_in, m)
-            coss += [float(k @ Kp[:, j] / (k.norm() * Kp[:, j].norm())) for j in range(Kp.shape[1])]
+            cos = [float(k @ Kp[:, j] / (k.norm() * Kp[:, j].norm())) for j in range(Kp.shape[1])]
+            coss += cos
+            other = [j for j, c in enumerate(cos) if c <= 0.9999]
             base = None
             for w in ws:
                 A = lam * C + w * Kp @ Kp.T + (0 if spec == "rome_c" else torch.outer(k, k))
@@ -64,10 +70,13 @@ def main() -> None:
                 rows[w][0].append(keep)
                 rows[w][1].append(scale * float(g @ k))
                 rows[w][2].append(cost / base)
+                rows[w][3] += [float((g @ Kp[:, j]).abs() / (g @ k).abs()) for j in other]
+        same = sum(c > 0.9999 for c in coss) / len(coss)
         for w in ws:
-            keep, share, cost = (statistics.median(x) for x in rows[w])
-            print(f"| {spec} | {layer} | {lam:g} | {w:g} | {keep:.3f} | {share:.3f} | {cost:.2f} | "
-                  f"{statistics.median(coss):.3f} |")
+            keep, share, cost = (statistics.median(x) for x in rows[w][:3])
+            other = f"{statistics.median(rows[w][3]):.3f}" if rows[w][3] else "-"
+            print(f"| {spec} | {layer} | {lam:g} | {w:g} | {keep:.3f} | {other} | {share:.3f} | {cost:.2f} | "
+                  f"{statistics.median(coss):.3f} | {100 * same:.0f} % of {len(coss)} |")
 
 
 if __name__ == "__main__":

@@ -30,14 +30,17 @@ fk() {  # fk EDITOR [extra...]: a FINE-KED run (flags after --quiet, as the comm
 fk unedited
 fk ft
 for editor in rome rome_c memit alphaedit memit_c; do  # each -C variant and AlphaEdit after the run whose v* it reuses
-  fk "$editor" "${VC[@]}"
+  extra=()
+  [ "$editor" = rome_c ] && extra=(--set preserve_weight=1)  # the committed row predates the 10λ default (README)
+  fk "$editor" "${VC[@]}" "${extra[@]}"
 done
 run "$RUNS/counterfact/unedited" unedited --dataset counterfact
 run "$RUNS/counterfact/ft" ft --dataset counterfact
 for editor in rome memit alphaedit; do
   run "$RUNS/counterfact/$editor" "$editor" --dataset counterfact --limit "$CF_N"
 done
-run "$RUNS/counterfact/dike" dike --dataset counterfact --limit "$CF_D" --set krd_path=out/krd-5k
+run "$RUNS/counterfact/dike" dike --dataset counterfact --limit "$CF_D" --set krd_path=out/krd-5k \
+  --set clamp_on=z_r --set keep_recon_residual=false --set through_shrink=false --set kl_reference=substituted  # pre-issue-13 DKE
 
 DIKE_RUNS=(experiments/dike_vs_memit/runs/dike*)
 rm -f leaderboards/*.csv  # `fineked leaderboard` merges into an existing file; these hold exactly the runs above
