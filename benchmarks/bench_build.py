@@ -13,6 +13,10 @@ out/scale/), loads it into Oxigraph (once; kept in the cache), serves it on 127.
 the slowest single query, cases, relations, facts and mean similarity per level, and the share of cases
 whose subject is a real snapshot subject (the popular head) rather than a synthetic tail item. Each build
 is written to OUT/xK for benchmarks/bench_known_share.py.
+
+--compare-scales 1,10,50: on a shared machine the load changes between builds, so this serves all the stand-ins
+at once, builds on the first, and sends each query to every store in rotating order: the same workload, timed
+under the same load.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from fineked.endpoint import LocalEndpoint, store_for
 from fineked.paths import file_sha256
 from fineked.pipeline import build_to_folder, write_build
 from fineked.records import LEVELS
-from fineked.sparql import SparqlClient
+from fineked.sparql import SparqlClient, SparqlTimeout
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -157,6 +161,63 @@ def scaled(args) -> int:
     return 0
 
 
+class TeeClient(SparqlClient):
+    """Runs the build on the first endpoint and sends every query to the others too, rotating the order, so all
+    stores answer the same workload under the same machine load (a fair comparison on a shared machine)."""
+
+    def __init__(self, urls: list[str], **kw):
+        super().__init__(urls[0], **kw)
+        self.others = [SparqlClient(u, cache=None, timeout=self.timeout, retries=self.retries) for u in urls[1:]]
+        self.per_store: list[list[tuple[str, float]]] = [[] for _ in urls]
+        self.timeouts = 0
+
+    def _fetch(self, name: str, query: str) -> dict:
+        order = list(range(len(self.per_store)))
+        turn = sum(len(x) for x in self.per_store) // len(order)
+        order = order[turn % len(order):] + order[:turn % len(order)]
+        result = None
+        for i in order:
+            t0 = time.perf_counter()
+            if i == 0:
+                result = super()._fetch(name, query)
+            else:
+                try:
+                    self.others[i - 1]._fetch(name, query)
+                except SparqlTimeout:
+                    self.timeouts += 1  # counted; its time (up to the limit) stays in the total
+            self.per_store[i].append((name, time.perf_counter() - t0))
+        return result
+
+
+def compare(args) -> int:
+    ks = [int(x) for x in args.compare_scales.split(",")]
+    files = [ensure_store_file(k, args.scale_dir)[0] for k in ks]
+    cfg = BuildConfig(max_cases=args.max_cases, krd_samples=args.krd_samples, quiet=True)
+    eps = [LocalEndpoint(snapshot=f, timeout_s=TIMEOUT_S, lenient=True) for f in files]
+    try:
+        for ep in eps:
+            ep.start()
+        client = TeeClient([ep.url for ep in eps], cache=None, timeout=TIMEOUT_S + 5)
+        result = build(client, cfg)
+    finally:
+        for ep in eps:
+            ep.stop()
+    names = sorted({n for n, _ in client.per_store[0]})
+    print(f"the {ks[0]}x build's {len(client.per_store[0])} queries, each sent to every store in rotating order "
+          f"({len(result.eval_records)} cases)\n")
+    print("| store | total query s | " + " | ".join(f"{n} s" for n in names) + " | slowest query s |")
+    print("|---|---:|" + "---:|" * len(names) + "---:|")
+    totals = []
+    for k, times in zip(ks, client.per_store):
+        totals.append(sum(t for _, t in times))
+        by = {n: sum(t for m, t in times if m == n) for n in names}
+        slow = max(times, key=lambda x: x[1])
+        print(f"| {k}x | {totals[-1]:.1f} | " + " | ".join(f"{by[n]:.1f}" for n in names) + f" | {slow[0]} {slow[1]:.2f} |")
+    print(f"\ntotal query time {ks[-1]}x / {ks[0]}x on the same queries: {totals[-1] / totals[0]:.2f}; "
+          f"timeouts on the other stores: {client.timeouts}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-cases", type=int, default=4000)
@@ -165,11 +226,15 @@ def main() -> int:
     ap.add_argument("--no-second-build", action="store_true")
     ap.add_argument("--store-scale", default=None, help="comma-separated K: build from K x stand-ins instead")
     ap.add_argument("--scale-dir", type=Path, default=Path("out/scale"), help="where the stand-ins are written")
+    ap.add_argument("--compare-scales", default=None,
+                    help="K1,K2,...: build on the K1 stand-in and time every query on all of them in rotation")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import datasets
 
     datasets.disable_progress_bars()
+    if args.compare_scales:
+        return compare(args)
     if args.store_scale:
         args.out = args.out or Path("out/bench-scale")
         return scaled(args)
