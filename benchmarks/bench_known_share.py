@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("--model", default=SMOLLM2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=None,
+                    help="score only the first N cases by case_id (a fixed sample; for a loaded machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model)
@@ -49,7 +51,7 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|")
     for folder in args.builds:
         t0 = time.perf_counter()
-        recs = cases(folder)
+        recs = cases(folder)[: args.limit]
         pairs = [(r["prompt"], r["target_true"]["str"]) for r in recs] + [(r["prompt"], r["target_new"]["str"]) for r in recs]
         scores = score_pairs(model, tok, pairs, batch_size=args.batch_size)
         true, new = scores[:len(recs)], scores[len(recs):]
