@@ -60,3 +60,12 @@ def test_changed_hparams_into_same_dir_refuses_in_one_line(tmp_path, capsys):
     assert main(args[:-1] + ["steps=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "another config" in err and "new --out" in err
+
+
+def test_main_puts_back_the_sigterm_handler_it_found():
+    """main() turns SIGTERM into an unwind while it runs; called in-process (tests, demo), it must not keep doing so."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["run", "--editor", "no-such-editor", "--model", "tiny:gpt2", "--dataset", "counterfact"]) == 2
+    assert signal.getsignal(signal.SIGTERM) is before
