@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 N=${N:-300}    # edits for memit (l = 7) and dike
 NA=${NA:-300}  # edits for each ablation (the same cases as dike)
 NCTL=${NCTL:-30}  # edits for each MEMIT λ control (the first NCTL of the same cases)
-DATA=out/fineked
+DATA=leaderboards/data/fineked  # the frozen build the committed runs used (leaderboards/data/README.md)
 OUT=experiments/dike_vs_memit
 # v* memo: dike and dike[no_fik] (same KRD) share each z_r optimisation, memit_l7 and dike[no_tke] each z
 VC=(--vstar-cache out/vstar-cache)
@@ -17,7 +17,6 @@ VC=(--vstar-cache out/vstar-cache)
 OLD=(--set clamp_on=z_r --set keep_recon_residual=false --set through_shrink=false --set kl_reference=substituted)
 KRD_ARGS=(--model smollm2-135m --data "$DATA" --samples 5000 --epochs 3 --con-per-batch 8 --threads 1 --quiet)
 
-[ -f "$DATA/README.md" ] || fineked build --out "$DATA" --quiet
 # One KRD per training-time variant, all on the same 5,000 krd_train samples (subjects disjoint from the evaluation).
 [ -f out/krd-5k/krd.safetensors ] || fineked train-krd "${KRD_ARGS[@]}" --out out/krd-5k
 

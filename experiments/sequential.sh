@@ -6,9 +6,8 @@ source .venv/bin/activate
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 SEQ_N=${SEQ_N:-20}
 EVERY=${EVERY:-5}
-DATA=out/fineked
+DATA=leaderboards/data/fineked  # the frozen build the committed runs used (leaderboards/data/README.md)
 OUT=experiments/sequential
-[ -f "$DATA/README.md" ] || fineked build --out "$DATA" --quiet
 [ -f out/krd-5k/krd.safetensors ] || fineked train-krd --model smollm2-135m --data "$DATA" --samples 5000 --epochs 3 \
     --con-per-batch 8 --threads 1 --quiet --out out/krd-5k
 for editor in memit alphaedit dike; do

@@ -10,11 +10,10 @@ export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 N=${N:-300}      # FINE-KED edits per editor, each scored on easy, middle and hard (--split all)
 CF_N=${CF_N:-200} # CounterFact cases for rome, memit and alphaedit (all 200; unedited and ft run all 200 too)
 CF_D=${CF_D:-10} # CounterFact cases for dike
-DATA=out/fineked
+DATA=leaderboards/data/fineked  # the frozen build the committed runs used (leaderboards/data/README.md)
 RUNS=leaderboards/runs
 VC=(--vstar-cache out/vstar-cache)  # results are the same with or without it
 
-[ -f "$DATA/README.md" ] || fineked build --out "$DATA" --quiet
 # DiKE and its four ablations (and the KRDs they need) come from the DiKE-vs-MEMIT experiment; its runs are reused.
 bash experiments/dike_vs_memit.sh
 
