@@ -204,8 +204,11 @@ def write_tensor_entry(path: Path | str, value: Any) -> None:
     tensors: dict[str, Any] = {}
     tree = json.dumps(_split(value, tensors, ""), sort_keys=True)
     header, _, data = _safetensors_parts(save(tensors))
-    raw = save(tensors, metadata={"tree": tree, "digest": _tensor_digest(header, tree, data)})
-    atomic_write_bytes(path, raw)
+    # the metadata goes into the header only: the data and its offsets stay as they are, so serialise once
+    full = json.dumps({**header, "__metadata__": {"tree": tree, "digest": _tensor_digest(header, tree, data)}},
+                      separators=(",", ":")).encode("utf-8")
+    full += b" " * (-len(full) % 8)  # safetensors aligns the data section to 8 bytes
+    atomic_write_bytes(path, len(full).to_bytes(8, "little") + full + data)
 
 
 def read_tensor_entry(path: Path | str, check: Check | None = None, device: Any = None) -> Any | None:
