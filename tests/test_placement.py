@@ -156,3 +156,25 @@ def test_unknown_random_model_is_one_line(tmp_path, capsys):
     assert main(["run", "--editor", "unedited", "--model", "random:gpt5", "--dataset", str(data)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "random:llama3-8b" in err
+
+
+def test_model_fingerprint_ignores_where_and_how_the_checkpoint_was_loaded(tmp_path):
+    """A KRD or statistics entry made under one FINEKED_CACHE must stay valid under another: the fingerprint may not
+    depend on the folder a checkpoint was loaded from, the transformers release or the load dtype (placement_tag
+    carries the dtype). It must still change when the architecture or the weights do."""
+    from transformers import AutoModelForCausalLM
+
+    from editors.locate.fingerprint import model_fingerprint
+
+    model, _, _ = load_named_model("tiny:llama", "cpu", "float32")
+    prints = []
+    for folder in ("a/tiny-llama", "b/elsewhere/tiny-llama"):
+        model.save_pretrained(tmp_path / folder)
+        loaded = AutoModelForCausalLM.from_pretrained(tmp_path / folder, dtype=torch.bfloat16).float()
+        loaded.config.transformers_version = f"0.0.{len(prints)}"
+        prints.append(model_fingerprint(loaded))
+    assert prints[0] == prints[1] and prints[0].startswith("tiny-llama-")
+    wider = AutoModelForCausalLM.from_config(model.config.__class__(**{**model.config.to_dict(), "num_hidden_layers":
+                                                                      model.config.num_hidden_layers + 1}))
+    wider.config._name_or_path = str(tmp_path / "a/tiny-llama")
+    assert model_fingerprint(wider) != prints[0]
