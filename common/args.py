@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from typing import Any, Callable
 
 
 def number(kind: type, low: float | None = None, high: float | None = None) -> Callable[[str], float]:
@@ -29,3 +29,9 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def given(args: argparse.Namespace, **fields: str) -> dict[str, Any]:
+    """{field: args.<flag>} for each flag the user gave (not None). Such flags have no argparse default, so a flag
+    left out takes its dataclass's default, which lives only there."""
+    return {field: getattr(args, flag) for field, flag in fields.items() if getattr(args, flag) is not None}

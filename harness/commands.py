@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common.args import number
+from common.args import given, number
 from harness.errors import UserError
 
 TINY_PREFIX = "tiny:"  # tiny:gpt2 / tiny:gptj / tiny:llama: random test models, no download
@@ -77,11 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_ray_args(args.mode, args.ray, args.workers)
     if args.threads:
         torch.set_num_threads(args.threads)
-    given = {"mode": args.mode, "batch_size": args.batch_size, "eval_every": args.eval_every, "seed": args.seed,
-             "gen_tokens": args.fluency_tokens, "score_batch_size": args.score_batch_size}
-    # flags left out take RunConfig's defaults, which live only there
     cfg = RunConfig(model=args.model, editor=args.editor, overrides=parse_overrides(args.set),
-                    **{k: v for k, v in given.items() if v is not None})
+                    **given(args, mode="mode", batch_size="batch_size", eval_every="eval_every", seed="seed",
+                            gen_tokens="fluency_tokens", score_batch_size="score_batch_size"))
     if args.out:
         RunDir(args.out)  # refuses a file before the model loads
     dataset = load_dataset(args.dataset, args.split)

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from common.args import number
+from common.args import given, number
 from harness.commands import add_placement_args
 from harness.errors import UserError
 
@@ -33,6 +33,18 @@ def records_to_samples(records: Sequence[Any], limit: int | None = None, seed: i
     return samples
 
 
+def train_config(args: argparse.Namespace, layer: int, repr_layer: int) -> Any:
+    """The KRDTrainConfig of the flags: a flag left out takes the dataclass's default, which lives only there."""
+    from editors.dike.train import KRDTrainConfig
+
+    return KRDTrainConfig(layer=layer, repr_layer=repr_layer, no_ctr=args.no_ctr, no_kc=args.no_kc,
+                          cache_states=not args.no_cache_states,
+                          **given(args, tau="tau", alpha="alpha", beta="beta", siblings="siblings",
+                                  batch_size="batch_size", llm_batch="llm_batch", con_per_batch="con_per_batch",
+                                  epochs="epochs", lr="lr", init="init", val_fraction="val_fraction",
+                                  patience="patience", warmup_epochs="warmup_epochs", seed="seed"))
+
+
 def cmd_train_krd(args: argparse.Namespace) -> int:
     import torch
 
@@ -40,14 +52,15 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
     from editors.dike.checkpoint import checkpoint_dir, load_resume_state, save_krd, save_resume_state
     from editors.dike.diagnostics import diagnose, format_premise, plot_curves, premise_metrics
     from editors.dike.editor import DikeEditor
-    from editors.dike.train import KRDTrainConfig, cached_states, data_fingerprint, default_state_cache, train_krd
+    from editors.dike.train import cached_states, data_fingerprint, default_state_cache, train_krd
     from editors.locate.fingerprint import model_fingerprint
     from fineked.export import load_krd_train
     from harness.commands import load_named_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    seed = train_config(args, 0, 0).seed  # before the model loads: a tiny or random model draws from the RNG
+    torch.manual_seed(seed)
     model, tok, key = load_named_model(args.model, args.device, args.dtype)
     adapter = adapter_for(model)
     hp = DikeEditor.from_config(key, {}).hparams
@@ -57,13 +70,8 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
         hp.repr_layer if hp.repr_layer is not None else adapter.default_repr_layer(n_layers))
     if not (0 <= layer < n_layers and 0 <= l_r < n_layers):
         raise UserError(f"layers l={layer}, l_r={l_r} out of range for a {n_layers}-layer model")
-    samples = records_to_samples(load_krd_train(args.data), args.samples, args.seed)
-    cfg = KRDTrainConfig(layer=layer, repr_layer=l_r, tau=args.tau, alpha=args.alpha, beta=args.beta,
-                         no_ctr=args.no_ctr, no_kc=args.no_kc, siblings=args.siblings, batch_size=args.batch_size,
-                         llm_batch=args.llm_batch, con_per_batch=args.con_per_batch, epochs=args.epochs, lr=args.lr,
-                         cache_states=not args.no_cache_states, init=args.init,
-                         val_fraction=args.val_fraction,
-                         patience=args.patience, warmup_epochs=args.warmup_epochs, seed=args.seed)
+    samples = records_to_samples(load_krd_train(args.data), args.samples, seed)
+    cfg = train_config(args, layer, l_r)
     fp = model_fingerprint(model)
     out = Path(args.out) if args.out else checkpoint_dir(fp, layer, l_r, cfg.variant)
     train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("epochs", "patience", "cache_states")}
@@ -104,38 +112,39 @@ def cmd_train_krd(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("train-krd", help="train DiKE's KRD disentangler for a model (once; resumable)")
+    p = sub.add_parser("train-krd", help="train DiKE's KRD disentangler for a model (once; resumable)",
+                       description="Training flags left out take KRDTrainConfig's defaults "
+                                   "(editors/dike/train.py; README, 'The committed KRD').")
     p.add_argument("--model", required=True, help="smollm2-135m, a hub id, a local folder, tiny:FAMILY or random:NAME")
     add_placement_args(p)
     p.add_argument("--data", default="out/fineked", help="a FINE-KED build (krd_train) or hub id (default: %(default)s)")
     p.add_argument("--samples", type=number(int, 2), default=20000,
                    help="use this many krd_train records (default: %(default)s, METHOD.md §5.1; fewer if the build "
                         "has fewer)")
-    p.add_argument("--siblings", type=number(int, 1, 10), default=10,
-                   help="|N|: at most this many sibling facts per sample in L_con, 1-10 (default: %(default)s)")
-    p.add_argument("--epochs", type=number(int, 0), default=2)
-    p.add_argument("--warmup-epochs", type=number(int, 0), default=0,
+    p.add_argument("--siblings", type=number(int, 1, 10),
+                   help="|N|: at most this many sibling facts per sample in L_con, 1-10")
+    p.add_argument("--epochs", type=number(int, 0))
+    p.add_argument("--warmup-epochs", type=number(int, 0),
                    help="epochs of L_ctr + L_rec alone on the cached states first (seconds each; 0: off)")
-    p.add_argument("--batch-size", type=number(int, 2), default=32)
-    p.add_argument("--llm-batch", type=number(int, 1), default=32, help="rows per live LLM pass in L_con")
-    p.add_argument("--con-per-batch", type=number(int, 0), default=0,
+    p.add_argument("--batch-size", type=number(int, 2))
+    p.add_argument("--llm-batch", type=number(int, 1), help="rows per live LLM pass in L_con")
+    p.add_argument("--con-per-batch", type=number(int, 0),
                    help="samples per batch whose L_con is computed (a random subset; 0: all). The LLM passes dominate "
                         "the cost, so this trades L_con variance for time")
-    p.add_argument("--lr", type=number(float, 0), default=1e-4,
-                   help="AdamW learning rate (default %(default)s: see README, 'The committed KRD')")
-    p.add_argument("--tau", type=number(float, 1e-6), default=0.1, help="InfoNCE temperature")
-    p.add_argument("--alpha", type=number(float, 0), default=1.0, help="weight of L_con")
-    p.add_argument("--beta", type=number(float, 0), default=0.05,
-                   help="weight of L_rec = ‖h_s − ĥ_s‖² (default %(default)s: see README, 'The committed KRD')")
-    p.add_argument("--init", choices=("random", "split"), default="split",
-                   help="KRD initialisation; split (default): ĥ_s = h_s exactly at the start (KRD.split_init)")
+    p.add_argument("--lr", type=number(float, 0), help="AdamW learning rate (README, 'The committed KRD')")
+    p.add_argument("--tau", type=number(float, 1e-6), help="InfoNCE temperature")
+    p.add_argument("--alpha", type=number(float, 0), help="weight of L_con")
+    p.add_argument("--beta", type=number(float, 0),
+                   help="weight of L_rec = ‖h_s − ĥ_s‖² (README, 'The committed KRD')")
+    p.add_argument("--init", choices=("random", "split"),
+                   help="KRD initialisation; split: ĥ_s = h_s exactly at the start (KRD.split_init)")
     p.add_argument("--no-ctr", action="store_true", help="ablation: no contrastive loss")
     p.add_argument("--no-kc", action="store_true", help="ablation: no knowledge-constraint loss")
     p.add_argument("--layer", type=number(int, 0), default=None, help="l (default: dike's YAML for the model)")
     p.add_argument("--repr-layer", type=number(int, 0), default=None, help="l_r (default: dike's YAML for the model)")
-    p.add_argument("--val-fraction", type=number(float, 0, 0.9), default=0.05)
-    p.add_argument("--patience", type=number(int, 1), default=1)
-    p.add_argument("--seed", type=number(int, 0), default=0)
+    p.add_argument("--val-fraction", type=number(float, 0, 0.9))
+    p.add_argument("--patience", type=number(int, 1))
+    p.add_argument("--seed", type=number(int, 0))
     p.add_argument("--out", default=None, help="checkpoint folder (default: the cache folder dike reads)")
     p.add_argument("--fresh", action="store_true", help="ignore a saved training state")
     p.add_argument("--threads", type=number(int, 0), default=0, help="torch CPU threads (0: torch default)")

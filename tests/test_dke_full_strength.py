@@ -29,8 +29,10 @@ BASE = dict(layers=[LAYER], repr_layer=REPR, stats_corpus="identity", context_pr
 def tiny(tmp_path_factory):
     model, tok = tiny_model_and_tokenizer("llama")
     ad = adapter_for(model)
-    res = train_krd(model, tok, ad, tiny_samples(), KRDTrainConfig(layer=LAYER, repr_layer=REPR, epochs=1,
-                                                                    batch_size=8), quiet=True)
+    # random init, lr 1e-3, β = 1 (KRDTrainConfig's defaults before train-krd's moved into it): a KRD whose
+    # reconstruction ĥ_s is not h_s, which the keep_recon_residual / kl_reference tests need
+    cfg = KRDTrainConfig(layer=LAYER, repr_layer=REPR, epochs=1, batch_size=8, init="random", lr=1e-3, beta=1.0)
+    res = train_krd(model, tok, ad, tiny_samples(), cfg, quiet=True)
     path = tmp_path_factory.mktemp("krd")
     save_krd(path, res.krd, {"model_fingerprint": model_fingerprint(model), "layer": LAYER, "repr_layer": REPR})
     return model, tok, ad, path, res.krd

@@ -61,3 +61,29 @@ def test_train_krd_writes_checkpoint_diagnostics_and_resumes(small_build, tmp_pa
     from editors.dike.checkpoint import KRDCheckpointError
     with pytest.raises(KRDCheckpointError, match="layer=1, not 2"):
         ed.apply(model, tok, [EditRequest("c", "The capital of France is", "France", "Rome")])
+
+
+def test_train_krd_flags_left_out_take_krd_train_config_s_defaults():
+    """The CLI repeats no default: with no training flag its config is KRDTrainConfig's, and that is what the CLI
+    ran with before its defaults moved into the dataclass (β 0.05, lr 1e-4, --init split, no warm-up)."""
+    from editors.dike.train import KRDTrainConfig
+    from harness.cli import build_parser
+    from harness.krd_cli import train_config
+
+    parser = build_parser()
+    cfg = train_config(parser.parse_args(["train-krd", "--model", "tiny:llama"]), 1, 2)
+    assert cfg == KRDTrainConfig(layer=1, repr_layer=2)
+    before = dict(tau=0.1, alpha=1.0, beta=0.05, siblings=10, batch_size=32, llm_batch=32, con_per_batch=0,
+                  epochs=2, lr=1e-4, init="split", val_fraction=0.05, patience=1, warmup_epochs=0, seed=0,
+                  no_ctr=False, no_kc=False, cache_states=True)
+    assert {k: getattr(cfg, k) for k in before} == before
+    # every training flag reaches its field
+    flags = ["--tau", "0.2", "--alpha", "2", "--beta", "0.5", "--siblings", "3", "--batch-size", "8", "--llm-batch",
+             "4", "--con-per-batch", "2", "--epochs", "5", "--lr", "0.01", "--init", "random", "--val-fraction",
+             "0.1", "--patience", "3", "--warmup-epochs", "4", "--seed", "7", "--no-ctr", "--no-kc",
+             "--no-cache-states"]
+    cfg = train_config(parser.parse_args(["train-krd", "--model", "tiny:llama", *flags]), 1, 2)
+    assert {k: getattr(cfg, k) for k in before} == dict(
+        tau=0.2, alpha=2.0, beta=0.5, siblings=3, batch_size=8, llm_batch=4, con_per_batch=2, epochs=5, lr=0.01,
+        init="random", val_fraction=0.1, patience=3, warmup_epochs=4, seed=7, no_ctr=True, no_kc=True,
+        cache_states=False)

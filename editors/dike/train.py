@@ -45,7 +45,7 @@ class KRDTrainConfig:
     repr_layer: int  # l_r: h_r is the last prompt token after this block
     tau: float = 0.1  # [open] InfoNCE temperature
     alpha: float = 1.0  # [open] weight of L_con
-    beta: float = 1.0  # [open] weight of L_rec
+    beta: float = 0.05  # [open] weight of L_rec (README, 'The committed KRD': the runs behind 0.05)
     no_ctr: bool = False  # ablation w/o CTR
     no_kc: bool = False  # ablation w/o KC
     siblings: int = 10  # |N|, 1-10: at most this many of the sample's sibling facts in L_con (all if fewer)
@@ -54,14 +54,14 @@ class KRDTrainConfig:
     con_per_batch: int = 0  # samples per batch that get L_con (a random subset: batches are shuffled); 0: all
     cache_states: bool = True  # run the blocks up to l once per row (PrefixCache); False: full passes every time
     epochs: int = 2
-    lr: float = 1e-3
+    lr: float = 1e-4  # AdamW (README, 'The committed KRD')
     weight_decay: float = 0.0
     val_fraction: float = 0.05
     patience: int = 1  # epochs without validation improvement before stopping
     warmup_epochs: int = 0  # cheap epochs of L_ctr + β L_rec alone (cached states, no LLM pass) before the full loss
     seed: int = 0
     bias: bool = False
-    init: str = "random"  # "random" (small normal) or "split" (KRD.split_init: ĥ_s = h_s exactly at the start)
+    init: str = "split"  # "random" (small normal) or "split" (KRD.split_init: ĥ_s = h_s exactly at the start)
 
     def __post_init__(self) -> None:
         if not 1 <= self.siblings <= 10:
