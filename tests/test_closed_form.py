@@ -1,4 +1,5 @@
 """The closed-form updates equal brute-force least-squares solves of their objectives (float64, 1e-8)."""
+import pytest
 import torch
 
 from editors.locate.solve import alphaedit_delta, memit_delta, nullspace_projector, psd_factor, rome_delta
@@ -88,3 +89,24 @@ def test_nullspace_projector_is_an_orthogonal_projector():
     _, C, P = preserved_setup()
     assert torch.allclose(P @ P, P, atol=1e-12) and torch.allclose(P, P.T, atol=1e-12)
     assert (P @ C).abs().max() < 1e-5
+
+
+def test_written_share_at_other_keys_matches_the_applied_update():
+    """s_j = k_jᵀ(λC + kkᵀ)⁻¹k: the one-edit update solved for k, applied to other keys k_j, writes s_j r there
+    (checked by building Δ with a dense solve and multiplying), and s at k itself is written_share's."""
+    from editors.locate.solve import written_share, written_share_at
+
+    g = torch.Generator().manual_seed(3)
+    d_in, d_out = 12, 7
+    X = torch.randn(d_in, 40, generator=g, dtype=torch.float64)
+    C = X @ X.T / 40
+    k, r = torch.randn(d_in, generator=g, dtype=torch.float64), torch.randn(d_out, generator=g, dtype=torch.float64)
+    others = torch.randn(d_in, 5, generator=g, dtype=torch.float64)
+    lam = 2.5
+    delta = torch.outer(r, torch.linalg.solve(lam * C + torch.outer(k, k), k))
+    want = (delta @ others) / r[:, None]  # every output row gives the same ratio
+    got = written_share_at(others, k, C, lam)
+    assert torch.allclose(want, got.expand_as(want), rtol=1e-9)
+    L = torch.linalg.cholesky(C)
+    assert torch.allclose(written_share_at(others, k, C, lam, L), got, rtol=1e-9)
+    assert float(written_share_at(k, k, C, lam)[0]) == pytest.approx(float(written_share(k, C, lam)[0]), rel=1e-12)

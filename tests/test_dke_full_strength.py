@@ -71,8 +71,8 @@ def edit(model, tok, ad, overrides, req=REQ):
 
 def test_update_equals_an_independent_dke(tiny):
     """METHOD.md §5.2 with the issue-13 defaults, rebuilt here from the KRD's weights: δ on z_r, R = W5 δ, the
-    optimiser applies s A⁻¹ R with s = kᵀk/(λ + kᵀk) (C = I) and A = W3ᵀW3 + I, the step limit is c‖h_s‖ on that
-    shift; then ΔW = A⁻¹ R kᵀ/(λ + kᵀk). The editor's ΔW, its Δh_s (a forward pass) and every diagnostic must agree."""
+    optimiser applies s_j A⁻¹ R in each v* row j with s_j = k_jᵀk/(λ + kᵀk) (C = I, k_j the row's own key) and
+    A = W3ᵀW3 + I, the step limit is c‖h_s‖ on the bare prompt's shift; then ΔW = A⁻¹ R kᵀ/(λ + kᵀk). The editor's ΔW, its Δh_s (a forward pass) and every diagnostic must agree."""
     model, tok, ad, path, krd = tiny
     k = bare_key(model, tok, ad)
     lam = float(k @ k)  # s = 1/2
@@ -84,12 +84,17 @@ def test_update_equals_an_independent_dke(tiny):
     z_r, z_u = F.gelu(W["W1"] @ hs + W["W2"] @ hr), F.gelu(W["W3"] @ hs + W["W4"] @ hr)
     assert z_r.norm() > 0 and z_u.norm() > 0
     s = float(k @ k) / (lam + float(k @ k))
+    # the KL prompt's subject key is another key: the update writes k_klᵀk/(λ + kᵀk) of A⁻¹R there
+    k_kl = keys_at_subject(model, tok, ad, LAYER, [ed.hparams.vstar().kl_prompt.format(REQ.subject)],
+                           [REQ.subject])[0].double()
+    rows = torch.tensor([[s], [float(k_kl @ k) / (lam + float(k @ k))]], dtype=torch.float32)
     A = W["W3"].T @ W["W3"] + torch.eye(len(hs), dtype=torch.float64)
     M = (s * torch.linalg.inv(A)).float()
+    A_inv = torch.linalg.inv(A).float()
     W5 = W["W5"].float()
 
-    def intervention(delta, positions):
-        return block_output(model, ad, LAYER, positions, add=(delta @ W5.T) @ M.T)
+    def intervention(delta, positions):  # rows: the bare prompt, the KL prompt
+        return block_output(model, ad, LAYER, positions, add=rows * ((delta @ W5.T) @ A_inv.T))
 
     tv = optimise_target_value(model, tok, ad, LAYER, REQ, [], ed.hparams.vstar(), intervention=intervention,
                                init=hs.float(), step_map=lambda d: (d @ W5.T) @ M.T)
@@ -197,3 +202,62 @@ def test_mu_weights_the_w3_term(tiny):
     no_fik = ad.weight_as_out_in(w).detach().double() - w0
     res.restore(model)
     assert torch.allclose(zero, no_fik, atol=1e-7)
+
+
+def test_each_vstar_row_gets_the_share_written_at_its_own_key(tiny):
+    """With context prefixes the update is solved for the average key k, and row j of the v* batch (bare prompt,
+    prefixed prompts, KL prompt) has its own key k_j, where the closed form writes s_j A⁻¹R with
+    s_j = k_jᵀk/(λ + kᵀk) (C = I). Rebuilt here from raw keys and KRD weights: the optimiser must have applied
+    exactly those per-row shifts (ΔW agrees), and forward passes of the edited model must show them at every row.
+    One scalar share for all rows (the old behaviour) over-predicts the bare prompt's shift on SmolLM2 by up to 5x."""
+    from editors.locate.keys import with_prefixes
+    from editors.locate.prefixes import prefix_groups
+
+    model, tok, ad, path, krd = tiny
+    pre = [[3, 2]]
+    prefixes = prefix_groups(model, tok, pre, 0)
+    texts, starts = with_prefixes([REQ.prompt], prefixes)
+    kl_text = "{} is a".format(REQ.subject)
+    keys = keys_at_subject(model, tok, ad, LAYER, [*texts, kl_text], [REQ.subject] * (len(texts) + 1),
+                           [*starts, 0]).double()
+    k = keys[:-1].mean(0)  # the update's key: MEMIT's average over the bare and prefixed prompts
+    lam = float(k @ k)
+    shares = keys @ k / (lam + float(k @ k))
+    assert float(shares.max() - shares.min()) > 0.1  # the rows' shares do differ here
+    cfg = dict(krd_path=str(path), mom2_update_weight=lam, v_num_grad_steps=6, clamp_norm_factor=0.75,
+               context_prefixes=pre)
+    ed, res, dW, _, _ = edit(model, tok, ad, cfg)
+
+    W = {n: getattr(krd, n).weight.detach().double() for n in ("W3", "W5")}
+    A_inv = torch.linalg.inv(W["W3"].T @ W["W3"] + torch.eye(W["W3"].shape[0], dtype=torch.float64))
+    hs = h_s(model, tok, ad)[0][0].float()
+    rows, A_inv32, W5 = shares.float()[:, None], A_inv.float(), W["W5"].float()
+
+    def intervention(delta, positions):
+        return block_output(model, ad, LAYER, positions, add=rows * ((delta @ W5.T) @ A_inv32.T))
+
+    tv = optimise_target_value(model, tok, ad, LAYER, REQ, prefixes, ed.hparams.vstar(), intervention=intervention,
+                               init=hs, step_map=lambda d: rows[0] * ((d @ W5.T) @ A_inv32.T))
+    R = W["W5"] @ tv.delta.double()
+    expected = (A_inv @ R)[:, None] * k[None, :] / (lam + float(k @ k))
+    assert torch.allclose(dW, expected, rtol=0, atol=1e-4 * expected.abs().max())
+    # forward passes: the edited model's h_s moves by s_j A⁻¹R at every row's subject token
+    w = ad.ffn_out_weight(model, LAYER)
+    before = [block_outputs(model, tok, ad, t, st) for t, st in zip([*texts, kl_text], [*starts, 0])]
+    with torch.no_grad():
+        ad.add_to_ffn_out(model, LAYER, dW.to(w.dtype))
+    try:
+        after = [block_outputs(model, tok, ad, t, st) for t, st in zip([*texts, kl_text], [*starts, 0])]
+    finally:
+        with torch.no_grad():
+            ad.add_to_ffn_out(model, LAYER, -dW.to(w.dtype))
+    for j, (b, a) in enumerate(zip(before, after)):
+        want = float(shares[j]) * (A_inv @ R)
+        assert torch.allclose(a - b, want, rtol=0, atol=2e-3 * want.norm()), j
+    assert res.info["diagnostics"][0]["share_bare"] == pytest.approx(float(shares[0]), rel=1e-5)
+
+
+def block_outputs(model, tok, ad, text, start):
+    from editors.locate.keys import read_at_subject
+
+    return read_at_subject(model, tok, ad, LAYER, block_output, [text], [REQ.subject], [start])[0].double()

@@ -6,10 +6,15 @@ For each request, at the edit layer l (one layer), with A = μ W3ᵀW3 + I and t
         part of the edit; the paper's literal h_s*(δ) − h_s = W5 δ + (ĥ_s − h_s) is the flag's False);
   the closed form Δ = A⁻¹ R kᵀ(λC + kkᵀ)⁻¹ changes h_s (at the key k) by Δk = s A⁻¹ R, s = kᵀ(λC + kkᵀ)⁻¹k < 1
         (editors.locate.solve.written_share): on SmolLM2 at λ = 1500, s ≈ 0.6 and ‖A⁻¹R‖ ≈ 0.7‖R‖;
-  so δ* = argmin NLL(o*) + KL + decay with the shift s A⁻¹ R(δ) applied to h_s (through_shrink): the optimiser sees
-        the model the closed form will produce, and the value actually written is the one that predicted o*.
-        The norm clamp bounds that shift by clamp_norm_factor‖h_s‖ (clamp_on="h_s", MEMIT's budget); R itself is
-        larger by 1/(s·shrink of A⁻¹);
+  so δ* = argmin NLL(o*) + KL + decay with the shift the closed form will write applied to h_s (through_shrink):
+        the optimiser sees the model the closed form will produce, and the value actually written is the one that
+        predicted o*. k is MEMIT's key averaged over the contexts, but each row j of the v* batch (bare prompt,
+        prefixed prompts, KL prompt) has its own key k_j, where the update writes s_j A⁻¹ R with
+        s_j = k_jᵀ(λC + kkᵀ)⁻¹k (editors.locate.solve.written_share_at); so row j gets s_j A⁻¹ R(δ). On SmolLM2 a
+        bare prompt that starts with the subject has s_j as low as 0.1-0.2 against s ≈ 0.6: one scalar s would
+        predict a shift there that the update writes only a fifth of.
+        The norm clamp bounds the bare prompt's shift by clamp_norm_factor‖h_s‖ (clamp_on="h_s", MEMIT's budget);
+        R itself is larger by 1/(s_bare·shrink of A⁻¹);
   Δ = A⁻¹ R K*ᵀ (λC + K* K*ᵀ)⁻¹ with keys/residuals of a batch stacked column-wise. In a batch each δ is optimised
         with its own one-edit s; the cross terms between the batch's keys are not compensated.
 The KL reference is the clean model's distribution (kl_reference="clean"). The shift is applied in every prefixed
@@ -40,8 +45,8 @@ from editors.hparams import HparamsError, load_hparams, read_yaml
 from editors.locate.editor import LocateEditor, Timer, subject_states, vstar_diagnostics, written_diagnostics
 from editors.locate.fingerprint import model_fingerprint
 from editors.locate.hooks import block_output
-from editors.locate.keys import compute_keys
-from editors.locate.solve import written_share
+from editors.locate.keys import compute_keys, vstar_row_keys
+from editors.locate.solve import written_share, written_share_at
 from editors.locate.vstar import optimise_target_value
 from editors.locate.vstar_cache import model_state_digest, source_digest, target_value
 from editors.memit import MemitHparams
@@ -145,18 +150,23 @@ class DikeEditor(LocateEditor):
         A_inv = None if W3 is None else torch.linalg.inv(fik_matrix(W3, hp.fik_weight))
         share = written_share(K, C, hp.mom2_update_weight, factor)  # (n,) s_i
         before = subject_states(model, tok, adapter, layer, requests)
-        residuals, shifts, tvs = [], [], []
+        residuals, shifts, tvs, bare_shares = [], [], [], []
         # nothing is applied before every residual is known, so one digest of the model serves the whole batch
         digest = model_state_digest(model) if self.vstar_cache is not None else None
         for i, req in enumerate(requests):
             with timer("vstar"):
-                shrink = None
+                shrink = row_share = None
                 if hp.through_shrink:
                     eye = torch.eye(before.shape[1], dtype=torch.float64, device=K.device)
-                    shrink = float(share[i]) * (eye if A_inv is None else A_inv)
+                    shrink = eye if A_inv is None else A_inv
+                    # the share the update writes in each row of the v* batch, from that row's own key: the
+                    # bare prompt's key can differ a lot from the context average the update is solved for
+                    rows = vstar_row_keys(model, tok, adapter, layer, req, prefixes, hp.vstar().kl_prompt)
+                    row_share = written_share_at(rows.T.to(K.device), K[:, i], C, hp.mom2_update_weight, factor)
                 residual, shift, tv = self.target_residual(model, tok, adapter, layer, l_r,
                                                            None if krd is None else krd.krd, req, prefixes,
-                                                           shrink, digest)
+                                                           shrink, digest, row_share)
+            bare_shares.append(float("nan") if row_share is None else float(row_share[0]))
             residuals.append(residual)
             shifts.append(shift)
             tvs.append(tv)
@@ -167,34 +177,41 @@ class DikeEditor(LocateEditor):
         written = written_diagnostics(before, subject_states(model, tok, adapter, layer, requests), torch.stack(shifts))
         R64 = R.to(K.device, torch.float64)
         kept = (R64 if A_inv is None else A_inv @ R64).norm(dim=0) / R64.norm(dim=0)  # ‖A⁻¹R‖ / ‖R‖ per edit
-        diags = [{**vstar_diagnostics(tv), **w, "fik_keep": float(f), "share": float(s), "residual_norm": float(r)}
-                 for tv, w, f, s, r in zip(tvs, written, kept, share, R64.norm(dim=0))]
+        diags = [{**vstar_diagnostics(tv), **w, "fik_keep": float(f), "share": float(s), "share_bare": b,
+                  "residual_norm": float(r)}
+                 for tv, w, f, s, b, r in zip(tvs, written, kept, share, bare_shares, R64.norm(dim=0))]
         result.info.update(vstar_steps=[tv.steps for tv in tvs], repr_layer=l_r,
                            krd=None if krd is None else str(krd.directory),
                            residual_norms=[float(r.norm()) for r in residuals], diagnostics=diags)
 
     def target_residual(self, model: Any, tok: Any, adapter: ModelAdapter, layer: int, l_r: int, krd: Any,
                         req: EditRequest, prefixes: list[str], shrink: torch.Tensor | None,
-                        digest: str | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """(R, the shift of h_s the optimiser applied at δ*, the optimiser's TargetValue) for one request.
+                        digest: str | None = None, row_share: torch.Tensor | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(R, the shift of h_s the optimiser applied at the bare prompt at δ*, the optimiser's TargetValue).
 
         R(δ) = W5 δ (+ ĥ_s − h_s without keep_recon_residual), δ on z_r; no_tke: R(δ) = δ on h_s itself. The
-        optimiser applies shrink @ R(δ) (shrink = s A⁻¹, or None: R itself)."""
+        optimiser applies R(δ) itself (shrink None), or s_j shrink @ R(δ) in row j of the v* batch (shrink = A⁻¹,
+        row_share = s_j, the share the closed form writes at that row's key); the clamp measures the bare row's."""
         hp = self.hparams
         h_s, h_r = subject_and_relation_states(model, tok, adapter, layer, l_r, [req.prompt], [req.subject])
         device = next(model.parameters()).device
         h_s, h_r = h_s[0].to(device), h_r[0].to(device)
         M = None if shrink is None else shrink.to(device=device, dtype=torch.float32)
+        rows = None if row_share is None else row_share.to(device=device, dtype=torch.float32)[:, None]
 
-        def applied(r: torch.Tensor) -> torch.Tensor:
-            return r if M is None else r @ M.T
+        def at_bare(r: torch.Tensor) -> torch.Tensor:
+            return r if M is None else rows[0] * (r @ M.T)
+
+        def applied(r: torch.Tensor) -> torch.Tensor:  # (d,), or (rows, d): one shift per v* batch row
+            return r if M is None else rows * (r @ M.T)
 
         if hp.no_tke:  # w/o TKE: δ on the entangled h_s, as MEMIT's
             if M is None:
                 tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "block_output",
                                   self.vstar_cache, digest)  # exactly MEMIT's v*: shares its memo entries
                 return tv.delta.float().cpu(), tv.delta.float().cpu(), tv
-            residual, step_map, init, clean_kl = (lambda d: d), applied, h_s, False
+            residual, step_map, init, clean_kl = (lambda d: d), at_bare, h_s, False
         else:
             krd = krd.to(device)
             with torch.no_grad():
@@ -205,7 +222,7 @@ class DikeEditor(LocateEditor):
                 return krd.recompose(z_r + delta, z_u) - base
 
             if hp.clamp_on == "h_s":  # the step that reaches h_s: shrink @ W5 δ (W5 without its bias)
-                init, step_map = h_s, (lambda delta: applied(delta @ krd.W5.weight.T))
+                init, step_map = h_s, (lambda delta: at_bare(delta @ krd.W5.weight.T))
             else:
                 init, step_map = z_r, None
             clean_kl = hp.kl_reference == "clean" and not hp.keep_recon_residual  # else the shift at δ = 0 is 0
@@ -222,9 +239,10 @@ class DikeEditor(LocateEditor):
             "krd": None if hp.no_tke else weights_digest(krd), "repr_layer": l_r, "clamp_on": hp.clamp_on,
             "code": dike_code_digest(),
             "keep_recon_residual": hp.keep_recon_residual, "no_tke": hp.no_tke, "kl_reference": hp.kl_reference,
-            "shrink": None if M is None else hashlib.sha256(M.double().cpu().numpy().tobytes()).hexdigest()}
+            "shrink": None if M is None else hashlib.sha256(M.double().cpu().numpy().tobytes()).hexdigest(),
+            "row_share": None if rows is None else rows[:, 0].tolist()}
         tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "dike:z_r", self.vstar_cache,
                           digest, optimise=optimise, variant=variant)
         with torch.no_grad():
             r = residual(tv.delta.to(device))
-            return r.float().cpu(), applied(r).float().cpu(), tv
+            return r.float().cpu(), at_bare(r).float().cpu(), tv

@@ -46,6 +46,15 @@ def keys_at_subject(model: Any, tok: Any, adapter: ModelAdapter, layer: int, pro
     return read_at_subject(model, tok, adapter, layer, ffn_key, prompts, subjects, search_from, batch_size)
 
 
+def vstar_row_keys(model: Any, tok: Any, adapter: ModelAdapter, layer: int, request: Any, prefixes: Sequence[str],
+                   kl_prompt: str) -> torch.Tensor:
+    """(len(prefixes) + 2, d_in): the key at the subject in each row of the request's v* batch, in that batch's
+    order (editors.locate.vstar.build_batch): the bare prompt, each prefixed prompt, then the KL prompt."""
+    texts, starts = with_prefixes([request.prompt], prefixes)
+    texts, starts = [*texts, kl_prompt.format(request.subject)], [*starts, 0]
+    return keys_at_subject(model, tok, adapter, layer, texts, [request.subject] * len(texts), starts)
+
+
 def keys_for_pairs(model: Any, tok: Any, adapter: ModelAdapter, layer: int,
                    pairs: Sequence[tuple[str, str]], prefixes: Sequence[str] = ()) -> torch.Tensor:
     """(n_pairs, d_in) float32 keys of arbitrary (prompt, subject) pairs, each averaged over "" + prefixes."""

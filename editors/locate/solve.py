@@ -65,6 +65,16 @@ def written_share(K: torch.Tensor, C: torch.Tensor, lam: float, C_factor: torch.
     return q / (1 + q)
 
 
+def written_share_at(keys_at: torch.Tensor, k: torch.Tensor, C: torch.Tensor, lam: float,
+                     C_factor: torch.Tensor | None = None) -> torch.Tensor:
+    """(m,) float64: the share of a residual r that the one-edit update Δ = r kᵀ(λC + kkᵀ)⁻¹ writes at each column
+    k_j of keys_at: Δ k_j = s_j r with s_j = k_jᵀ(λC + kkᵀ)⁻¹k = k_jᵀ(λC)⁻¹k / (1 + q) (Sherman-Morrison). k is the
+    key the update was solved for (MEMIT's average over contexts); at k itself this is written_share's s."""
+    keys_at, k, C = _f64(_cols(keys_at), _cols(k), C)
+    g = torch.cholesky_solve(k, C_factor.to(torch.float64)) / lam if C_factor is not None else torch.linalg.solve(lam * C, k)
+    return (keys_at.T @ g).squeeze(1) / (1 + float(k[:, 0] @ g[:, 0]))
+
+
 def nullspace_projector(C: torch.Tensor, threshold: float) -> torch.Tensor:
     """P = U Uᵀ over the eigenvectors of C whose eigenvalues fall below `threshold` (AlphaEdit; 2e-2 upstream)."""
     evals, evecs = torch.linalg.eigh(C.to(torch.float64))
