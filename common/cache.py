@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -38,9 +39,51 @@ def cache_dir() -> Path:
     return path
 
 
+_HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
 def temp_path(path: Path) -> Path:
-    """A name next to `path` that no other process or thread uses (pid + random)."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    """A name next to `path` that no other process or thread uses (host + pid + random)."""
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or unknown: keep its file
+    return True
+
+
+def sweep_orphans(folder: Path | str) -> int:
+    """Delete temp files (temp_path names) in `folder` left by writers that died before their rename (kill -9,
+    power loss). Only this host's files of processes that no longer exist: a live writer's, or one from another
+    host sharing the folder, is never touched. Returns how many were removed."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        if not (e.name.startswith(".") and e.name.endswith(".tmp")):
+            continue
+        parts = e.name[:-len(".tmp")].rsplit(".", 1)[-1].split("-")
+        if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit() or _pid_alive(int(parts[1])):
+            continue
+        try:
+            if e.is_dir(follow_symlinks=False):
+                import shutil
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                os.unlink(e.path)
+            removed += 1
+        except OSError:
+            pass
+    if removed:
+        log.info("removed %d temp file(s) left by dead writers in %s", removed, folder)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -59,6 +102,7 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_orphans(path.parent)  # one listing of the folder written to: cache folders are small (v* memo: 256 buckets)
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as fh:

@@ -154,3 +154,36 @@ def test_corrupt_prefix_entries_are_resampled(tmp_path):
         _memory.clear()
         path.write_text(bad)
         assert context_prefixes(model, tok, 3, 4) == good
+
+
+KILLED_WRITER = r"""
+import os, sys
+from pathlib import Path
+import common.cache as c
+path = Path(sys.argv[1])
+real_replace = os.replace
+os.replace = lambda *a: os.kill(os.getpid(), 9)  # SIGKILL between the temp file's fsync and its rename
+c.atomic_write_bytes(path, b"x" * 1000)
+"""
+
+
+def test_temp_files_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
+    """A writer killed (kill -9) between writing its temp file and renaming it leaves the temp file behind. The next
+    write into that folder removes it; a live writer's temp file (this process) and another host's are kept."""
+    from common.cache import atomic_write_bytes, temp_path
+
+    entry = tmp_path / "bucket" / "entry.json"
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(entry)], cwd=Path(__file__).parent.parent,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert proc.returncode == -9
+    orphans = [p for p in entry.parent.iterdir() if p.name.endswith(".tmp")]
+    assert len(orphans) == 1 and not entry.exists()  # the killed writer's temp file, nothing published
+    live = temp_path(entry)
+    live.write_bytes(b"in progress")
+    dead_pid = orphans[0].name[:-len(".tmp")].rsplit(".", 1)[-1].split("-")[1]
+    elsewhere = entry.parent / f".entry.json.otherhost-{dead_pid}-deadbeef.tmp"  # a pid dead here, not there
+    elsewhere.write_bytes(b"another host's writer")
+    atomic_write_bytes(entry.parent / "other.json", b"{}")
+    assert not orphans[0].exists()
+    assert live.exists() and elsewhere.exists()
+    assert (entry.parent / "other.json").read_bytes() == b"{}"
