@@ -18,8 +18,8 @@ from editors.base import EditRequest, EditResult, RunOptions
 from editors.locate.editor import LocateEditor, Timer
 from editors.locate.projector import cached_projector
 from editors.locate.solve import alphaedit_delta
-from editors.locate.spread import default_range, spread_update, target_residuals
-from editors.memit import MemitHparams
+from editors.locate.spread import MemitHparams, default_range, edit_diagnostics, remaining, spread_update, \
+    target_residuals
 
 
 @dataclass
@@ -104,10 +104,12 @@ class AlphaEditEditor(LocateEditor):
             Pl = P[layer].to(device=K.device, dtype=torch.float64)
             return alphaedit_delta(R, K, Pl, None if prev is None else prev.to(K.device), hp.L2)
 
-        diags = spread_update(model, tok, adapter, layers, requests, prefixes, Z, timer, layer_delta, tvs)
+        before, after = spread_update(model, tok, adapter, layers, requests, prefixes, timer,
+                                      remaining(model, tok, adapter, layers, requests, Z), layer_delta)
         for layer, K in new_keys.items():  # sequential editing: later edits must also keep these outputs
             prev = self.prev_keys.get(layer)
             self.prev_keys[layer] = K if prev is None else torch.cat([prev, K], dim=1)
         result.added = {l: K.shape[1] for l, K in new_keys.items()}
         result.info.update(vstar_steps=[tv.steps for tv in tvs], vstar_nll=[(tv.nll_init, tv.nll) for tv in tvs],
-                           null_dims={l: int(torch.trace(P[l]).round()) for l in layers}, diagnostics=diags)
+                           null_dims={l: int(torch.trace(P[l]).round()) for l in layers},
+                           diagnostics=edit_diagnostics(tvs, before, after))

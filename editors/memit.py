@@ -7,24 +7,16 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
 from editors.adapters import ModelAdapter
 from editors.base import EditRequest, EditResult
-from editors.locate.editor import LocateEditor, LocateHparams, Timer
+from editors.locate.editor import LocateEditor, Timer
 from editors.locate.solve import memit_delta
-from editors.locate.spread import default_range, spread_update, target_residuals
-
-
-@dataclass
-class MemitHparams(LocateHparams):
-    clamp_norm_factor: float = 0.75
-    context_prefixes: list[list[int]] = field(default_factory=lambda: [[10, 5]])  # MEMIT's context templates
-    mom2_update_weight: float = 15000.0
-    layer_span: int = 3  # with layers=None: this many layers ending at the adapter's default edit layer
+from editors.locate.spread import MemitHparams, default_range, edit_diagnostics, remaining, spread_update, \
+    target_residuals
 
 
 class MemitEditor(LocateEditor):
@@ -47,9 +39,10 @@ class MemitEditor(LocateEditor):
             C = stats[layer].to(device=K.device, dtype=torch.float64)
             return memit_delta(R, K, C, hp.mom2_update_weight, keep[layer], self.stats_factor(stats[layer], K.device))
 
-        diags = spread_update(model, tok, adapter, layers, requests, prefixes, Z, timer, layer_delta, tvs)
+        before, after = spread_update(model, tok, adapter, layers, requests, prefixes, timer,
+                                      remaining(model, tok, adapter, layers, requests, Z), layer_delta)
         result.info.update(vstar_steps=[tv.steps for tv in tvs], vstar_nll=[(tv.nll_init, tv.nll) for tv in tvs],
-                           diagnostics=diags)
+                           diagnostics=edit_diagnostics(tvs, before, after))
 
 
 class MemitCEditor(MemitEditor):

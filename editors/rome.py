@@ -19,10 +19,10 @@ import torch
 
 from editors.adapters import ModelAdapter
 from editors.base import EditRequest, EditResult
-from editors.locate.editor import LocateEditor, LocateHparams, Timer, subject_states, vstar_diagnostics, \
-    written_diagnostics
+from editors.locate.editor import LocateEditor, LocateHparams, Timer
 from editors.locate.keys import compute_keys
 from editors.locate.solve import rome_delta
+from editors.locate.spread import edit_diagnostics, spread_update
 from editors.locate.vstar_cache import target_value
 
 
@@ -47,21 +47,23 @@ class RomeEditor(LocateEditor):
                 K_keep = self.keep_keys(model, tok, adapter, layer, [req], prefixes)
             with timer("vstar"):
                 tv = target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(), "ffn_output", self.vstar_cache)
-            with timer("solve"):
+
+            def layer_delta(i: int, layer: int, R: torch.Tensor, K: torch.Tensor, K_keep=K_keep) -> torch.Tensor:
+                # v* = W k* + δ, and rome_delta takes v* − W k* from W itself, as upstream ROME
                 W = adapter.weight_as_out_in(adapter.ffn_out_weight(model, layer)).to(torch.float64)
-                k64 = k.to(W)
-                v = W @ k64 + tv.delta.to(W)
+                k64 = K[:, 0].to(W)
                 C_eff = C.to(W)
                 if K_keep is not None:
                     K_keep = K_keep.to(W)
                     C_eff = hp.mom2_update_weight * C_eff + K_keep @ K_keep.T
-                before = subject_states(model, tok, adapter, layer, [req])
-                self.add_delta(model, adapter, layer, rome_delta(W, C_eff, k64, v))
-                # the FFN output adds to the residual stream, so v*'s shift at the FFN output is its shift of h_s
-                written = written_diagnostics(before, subject_states(model, tok, adapter, layer, [req]), tv.delta[None])
+                return rome_delta(W, C_eff, k64, W @ k64 + R[:, 0].to(W))
+
+            # the FFN output adds to the residual stream, so v*'s shift at the FFN output is its shift of h_s
+            before, after = spread_update(model, tok, adapter, [layer], [req], prefixes, timer,
+                                          lambda i: tv.delta[:, None], layer_delta, keys=k[:, None])
             steps.append(tv.steps)
             nlls.append((tv.nll_init, tv.nll))
-            diags.append({**vstar_diagnostics(tv), **written[0]})
+            diags.extend(edit_diagnostics([tv], before, after))
         result.info.update(vstar_steps=steps, vstar_nll=nlls, diagnostics=diags)
 
 

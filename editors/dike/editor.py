@@ -1,4 +1,4 @@
-"""DiKE's edit, DKE (METHOD.md §5.2), on the shared locate-and-edit machinery.
+"""DiKE's edit, DKE (METHOD.md §5.2), on the MEMIT family's core (editors.locate.spread).
 
 For each request, at the edit layer l (one layer), with A = μ W3ᵀW3 + I and the key k of the request:
   z_r, z_u = KRD(h_s, h_r) of the bare edit prompt;
@@ -42,14 +42,14 @@ from editors.dike.checkpoint import KRDCheckpointError, checkpoint_dir, load_krd
 from editors.dike.solve import dike_delta, fik_matrix
 from editors.dike.states import subject_and_relation_states
 from editors.hparams import HparamsError, load_hparams, read_yaml
-from editors.locate.editor import LocateEditor, Timer, subject_states, vstar_diagnostics, written_diagnostics
+from editors.locate.editor import LocateEditor, Timer
 from editors.locate.fingerprint import model_fingerprint
 from editors.locate.hooks import block_output
 from editors.locate.keys import compute_keys, vstar_row_keys
 from editors.locate.solve import written_share, written_share_at
+from editors.locate.spread import MemitHparams, edit_diagnostics, spread_update
 from editors.locate.vstar import optimise_target_value
 from editors.locate.vstar_cache import model_state_digest, source_digest, target_value
-from editors.memit import MemitHparams
 
 
 @dataclass
@@ -149,7 +149,6 @@ class DikeEditor(LocateEditor):
         W3 = None if hp.no_fik else krd.krd.W3.weight.detach().to(K.device)
         A_inv = None if W3 is None else torch.linalg.inv(fik_matrix(W3, hp.fik_weight))
         share = written_share(K, C, hp.mom2_update_weight, factor)  # (n,) s_i
-        before = subject_states(model, tok, adapter, layer, requests)
         residuals, shifts, tvs, bare_shares = [], [], [], []
         # nothing is applied before every residual is known, so one digest of the model serves the whole batch
         digest = model_state_digest(model) if self.vstar_cache is not None else None
@@ -157,7 +156,7 @@ class DikeEditor(LocateEditor):
             with timer("vstar"):
                 shrink = row_share = None
                 if hp.through_shrink:
-                    eye = torch.eye(before.shape[1], dtype=torch.float64, device=K.device)
+                    eye = torch.eye(model.config.hidden_size, dtype=torch.float64, device=K.device)
                     shrink = eye if A_inv is None else A_inv
                     # the share the update writes in each row of the v* batch, from that row's own key: the
                     # bare prompt's key can differ a lot from the context average the update is solved for
@@ -171,15 +170,17 @@ class DikeEditor(LocateEditor):
             shifts.append(shift)
             tvs.append(tv)
         R = torch.stack(residuals, dim=1)  # (d, n)
-        with timer("solve"):
-            delta = dike_delta(R.to(K.device), K, C, hp.mom2_update_weight, W3, factor, hp.fik_weight)
-            self.add_delta(model, adapter, layer, delta)
-        written = written_diagnostics(before, subject_states(model, tok, adapter, layer, requests), torch.stack(shifts))
+
+        def layer_delta(i: int, layer: int, R: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+            return dike_delta(R, K, C, hp.mom2_update_weight, W3, factor, hp.fik_weight)
+
+        before, after = spread_update(model, tok, adapter, layers, requests, prefixes, timer,
+                                      lambda i: R.to(K.device), layer_delta, keys=K)
         R64 = R.to(K.device, torch.float64)
         kept = (R64 if A_inv is None else A_inv @ R64).norm(dim=0) / R64.norm(dim=0)  # ‖A⁻¹R‖ / ‖R‖ per edit
-        diags = [{**vstar_diagnostics(tv), **w, "fik_keep": float(f), "share": float(s), "share_bare": b,
-                  "residual_norm": float(r)}
-                 for tv, w, f, s, b, r in zip(tvs, written, kept, share, bare_shares, R64.norm(dim=0))]
+        diags = [{**d, "fik_keep": float(f), "share": float(s), "share_bare": b, "residual_norm": float(r)}
+                 for d, f, s, b, r in zip(edit_diagnostics(tvs, before, after, torch.stack(shifts)), kept, share,
+                                          bare_shares, R64.norm(dim=0))]
         result.info.update(vstar_steps=[tv.steps for tv in tvs], repr_layer=l_r,
                            krd=None if krd is None else str(krd.directory),
                            residual_norms=[float(r.norm()) for r in residuals], diagnostics=diags)

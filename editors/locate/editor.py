@@ -168,9 +168,6 @@ class LocateEditor:
     def new_result(self, model: Any, adapter: ModelAdapter, layers: Sequence[int]) -> EditResult:
         return EditResult.snapshot(model, [adapter.ffn_out_weight_name(l) for l in layers])
 
-    def add_delta(self, model: Any, adapter: ModelAdapter, layer: int, delta_out_in: torch.Tensor) -> None:
-        adapter.add_to_ffn_out(model, layer, delta_out_in)
-
     # --- the Editor protocol -----------------------------------------------------------------------
     def apply(self, model: Any, tok: Any, requests: Sequence[EditRequest]) -> EditResult:
         if not requests:
