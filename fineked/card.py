@@ -1,7 +1,7 @@
 """The dataset card (README.md) of a build: YAML configs, statistics, thresholds, provenance."""
 from __future__ import annotations
 
-from fineked.records import LEVELS
+from fineked.records import ALL_SPLIT, LEVELS
 
 
 def stats_table(stats: dict) -> str:
@@ -19,7 +19,7 @@ def stats_table(stats: dict) -> str:
 
 
 def render_card(stats: dict, info: dict) -> str:
-    data_files = "\n".join(f"  - split: {lv}\n    path: data/{lv}.parquet" for lv in LEVELS)
+    data_files = "\n".join(f"  - split: {lv}\n    path: data/{lv}.parquet" for lv in (*LEVELS, ALL_SPLIT))
     lo, hi = info["thresholds"]
     return f"""---
 license: cc0-1.0
@@ -82,6 +82,8 @@ paraphrase_prompts[], neighborhood_prompts[], fine_grained[{{relation_id, prompt
 constraint_facts[{{relation_id, prompt, target{{str,id}}}}], source`
 
 - A case appears in a level's split with only that level's fine-grained facts (cases with none are left out of it).
+- **{ALL_SPLIT}:** the cases with fine-grained facts at every level, each carrying all of them (level by level),
+  so one edit is scored on every level (`fineked run --split all`).
 - **constraint_facts:** up to {info['n_constraints']} other facts of the same subject **held out** of
   `fine_grained` (never evaluated). ROME-C/MEMIT-C use them as preservation constraints, so they never
   overlap the facts the benchmark scores.

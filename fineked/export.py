@@ -1,11 +1,12 @@
 """Writing a build as a Hugging Face dataset folder (parquet + JSONL + save_to_disk + card), and loading it back.
 
 Layout of OUT (the upload folder is README.md + data/ + krd_train/):
-    README.md                 dataset card with YAML `configs` (default: easy/middle/hard; krd_train: train)
-    data/{easy,middle,hard}.parquet
+    README.md                 dataset card with YAML `configs` (default: easy/middle/hard/all_levels; krd_train: train)
+    data/{easy,middle,hard,all_levels}.parquet
     krd_train/train.parquet
-    jsonl/{easy,middle,hard,krd_train}.jsonl
+    jsonl/{easy,middle,hard,all_levels,krd_train}.jsonl
     hf/default, hf/krd_train  DatasetDict.save_to_disk copies
+all_levels (`--split all`) is the view join_levels makes of the three levels; it is exported once, at build time.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from fineked.records import LEVELS, EditRecord, record_from_dict
+from fineked.records import ALL_SPLIT, LEVELS, EditRecord, record_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,23 @@ def write_dataset(out: Path, splits: dict[str, list[dict]], krd: list[dict], car
     return files
 
 
+ALL_LEVELS = "all"  # the --split name of the view exported as ALL_SPLIT
+
+
+def join_levels(splits: dict[str, list[dict]]) -> list[dict]:
+    """The cases that have fine-grained facts at every level, each carrying all of them (level by level), so one edit
+    is scored on easy, middle and hard at once (a third of the edits of three per-level runs; same cases per level).
+    Cases keep the first level's order and fields."""
+    per_level = [{r["case_id"]: r for r in splits[lv]} for lv in LEVELS]
+    common = [cid for cid in per_level[0] if all(cid in rows for rows in per_level[1:])]
+    return [{**per_level[0][cid], "fine_grained": [f for rows in per_level for f in rows[cid]["fine_grained"]]}
+            for cid in common]
+
+
+class MissingSplit(FileNotFoundError):
+    """A build without this split (a build from before the split was exported)."""
+
+
 # --- loading -------------------------------------------------------------------------------------
 
 def _rows(source: str | Path, config: str, split: str) -> list[dict]:
@@ -91,13 +109,16 @@ def _rows(source: str | Path, config: str, split: str) -> list[dict]:
             import pyarrow.parquet as pq
 
             return pq.read_table(parquet).to_pylist()
+        if any(parquet.parent.glob("*.parquet")):
+            raise MissingSplit(f"{path} has no split {split!r}; rebuild it with `fineked build --out {path}`")
         disk = path / "hf" / config if (path / "hf" / config).exists() else path
         if (disk / "dataset_dict.json").exists():
             from datasets import load_from_disk
 
             dd = load_from_disk(str(disk))
             if split not in dd:
-                raise FileNotFoundError(f"{disk} has no split {split!r} (has {sorted(dd)})")
+                raise MissingSplit(f"{disk} has no split {split!r} (has {sorted(dd)}); rebuild it with "
+                                   f"`fineked build --out {path}`")
             return dd[split].to_list()
         raise FileNotFoundError(f"{path} is not a FINE-KED build (no {parquet.relative_to(path)}); run `fineked build --out {path}`")
     if isinstance(source, Path) or source.startswith((".", "/")) or source.count("/") != 1:
@@ -107,26 +128,23 @@ def _rows(source: str | Path, config: str, split: str) -> list[dict]:
     try:
         return load_dataset(str(source), config, split=split).to_list()
     except (ConnectionError, OSError, ValueError) as exc:  # offline, unknown repo, no such config or split
+        if isinstance(exc, ValueError) and f'Unknown split "{split}"' in str(exc):  # datasets' wording
+            raise MissingSplit(f"{source} has no split {split!r}; publish a build made by this version "
+                               f"(`fineked build`, `fineked publish`)") from None
         raise FileNotFoundError(f"{source} is neither a folder here nor a FINE-KED dataset the Hub could provide "
                                 f"({exc.__class__.__name__}); run `fineked build --out {source}` or pass a reachable "
                                 f"hub id") from None
 
 
-ALL_LEVELS = "all"
-
-
 def load_fineked(source: str | Path, split: str) -> list[EditRecord]:
-    """Validated evaluation records of one level: a built folder (parquet or save_to_disk) or a hub id.
-
-    split="all": the cases that have fine-grained facts at every level, each carrying all of them, so one edit is
-    scored on easy, middle and hard at once (a third of the edits of three per-level runs; same cases per level).
-    """
+    """Validated evaluation records of one level, or of split="all" (join_levels, exported by the build): a built
+    folder (parquet or save_to_disk) or a hub id."""
     if split == ALL_LEVELS:
-        per_level = [{r["case_id"]: r for r in _rows(source, "default", lv)} for lv in LEVELS]
-        common = [cid for cid in per_level[0] if all(cid in rows for rows in per_level[1:])]
-        return [record_from_dict({**per_level[0][cid],
-                                  "fine_grained": [f for rows in per_level for f in rows[cid]["fine_grained"]]})
-                for cid in common]
+        try:
+            rows = _rows(source, "default", ALL_SPLIT)
+        except MissingSplit:  # a build from before all_levels was exported: join its levels here
+            rows = join_levels({lv: _rows(source, "default", lv) for lv in LEVELS})
+        return [record_from_dict(r) for r in rows]
     if split not in LEVELS:
         raise ValueError(f"unknown FINE-KED split {split!r}; use one of {', '.join(LEVELS)} or {ALL_LEVELS}")
     return [record_from_dict(r) for r in _rows(source, "default", split)]

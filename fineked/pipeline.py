@@ -10,7 +10,7 @@ from pathlib import Path
 from fineked.build import BuildConfig, BuildResult, level_split, queries_digest, statistics
 from fineked.card import render_card
 from fineked.endpoint import LocalEndpoint
-from fineked.export import write_dataset
+from fineked.export import ALL_SPLIT, join_levels, write_dataset
 from fineked.paths import SNAPSHOT, cache_dir, file_sha256
 from fineked.records import LEVELS
 from fineked.similarity import DEFAULT_EMBEDDER
@@ -49,6 +49,7 @@ def write_build(out: Path, result: BuildResult, cfg: BuildConfig, endpoint: str,
             "thresholds": result.thresholds, "n_constraints": cfg.n_constraints,
             "build_date": build_date or today(), "queries": queries_digest(), "sampling": result.sampling}
     splits = {lv: level_split(result.eval_records, lv) for lv in LEVELS}
+    splits[ALL_SPLIT] = join_levels(splits)  # --split all, exported once here
     write_dataset(out, splits, result.krd_records, render_card(stats, info))
     stats["thresholds"] = list(result.thresholds)
     stats["config"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}

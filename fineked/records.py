@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 LEVELS = ("easy", "middle", "hard")
+ALL_SPLIT = "all_levels"  # the cases with facts at every level (--split all); the Hub reserves the name "all"
 
 
 class RecordError(ValueError):

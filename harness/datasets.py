@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fineked.counterfact import load_counterfact
-from fineked.export import load_fineked
+from fineked.export import ALL_LEVELS, load_fineked
 from fineked.records import LEVELS, EditRecord, read_json_lines, records_from_lines
 from harness.errors import UserError
 
@@ -59,7 +59,7 @@ def load_dataset(spec: str, split: str | None = None) -> Dataset:
     if spec.endswith(".jsonl"):
         records = tuple(records_from_lines(Path(spec), read_json_lines(Path(spec))))
         return Dataset(Path(spec).stem, spec, None, records, fingerprint(records))
-    if split not in (*LEVELS, "all"):
+    if split not in (*LEVELS, ALL_LEVELS):
         raise UserError(f"FINE-KED dataset {spec!r} needs --split, one of {', '.join(LEVELS)} or all")
     records = unique_ids(tuple(load_fineked(spec, split)), spec)
     base = Path(spec.rstrip("/")).name or spec

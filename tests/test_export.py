@@ -61,3 +61,35 @@ def test_all_levels_split_is_the_cases_with_facts_at_every_level(small_build):
     for g, w in zip(got, want):  # every level's facts, nothing else changed
         assert sorted(g.fine_grained, key=repr) == sorted(w.fine_grained, key=repr)
         assert g.prompt == w.prompt and g.constraint_facts == w.constraint_facts
+
+
+def test_all_levels_is_exported_once_and_older_builds_join_their_levels(small_build, tmp_path):
+    """`--split all` reads the all_levels view the build exported (parquet, JSONL, save_to_disk, the card's configs);
+    a build from before that view existed joins its levels at load time and gets the same records."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import load_dataset
+
+    from fineked.export import join_levels
+
+    out = small_build["out"]
+    view = out / "data" / "all_levels.parquet"
+    assert view.exists() and (out / "jsonl" / "all_levels.jsonl").exists()
+    got = load_fineked(out, "all")
+    joined = join_levels({lv: pq.read_table(out / "data" / f"{lv}.parquet").to_pylist() for lv in LEVELS})
+    assert got == [record_from_dict(r) for r in joined] and len(got) > 0
+    assert load_fineked(out / "hf" / "default", "all") == got
+    hub_style = load_dataset(str(out), split="all_levels", cache_dir=str(tmp_path / "hf"))
+    assert [record_from_dict(r) for r in hub_style.to_list()] == got
+
+    old = tmp_path / "old"  # a build without the view
+    shutil.copytree(out, old, ignore=shutil.ignore_patterns("hf", "jsonl"))
+    (old / "data" / "all_levels.parquet").unlink()
+    assert load_fineked(old, "all") == got
+    # the view is read, not recomputed: a view whose first case keeps one fact loads with one fact
+    rows = pq.read_table(view).to_pylist()
+    rows[0]["fine_grained"] = rows[0]["fine_grained"][:1]
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(view)), old / "data" / "all_levels.parquet")
+    assert len(got[0].fine_grained) > 1 and load_fineked(old, "all")[0].fine_grained == got[0].fine_grained[:1]

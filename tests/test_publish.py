@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from fineked.publish import STAGED_MARK, PublishError, publish
-from fineked.records import LEVELS
+from fineked.records import ALL_SPLIT, LEVELS
 
 
 def test_dry_run_writes_the_upload_folder_and_loads_every_split(small_build, tmp_path):
@@ -101,7 +101,7 @@ def test_upload_sends_every_file_with_the_token_and_never_prints_it(small_build,
         if item["key"] == "file":
             files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
     up = tmp_path / "up"
-    assert set(files) == {"README.md", "krd_train/train.parquet"} | {f"data/{lv}.parquet" for lv in LEVELS}
+    assert set(files) == {"README.md", "krd_train/train.parquet"} | {f"data/{lv}.parquet" for lv in (*LEVELS, ALL_SPLIT)}
     assert files["data/hard.parquet"] == (up / "data" / "hard.parquet").read_bytes()
     out = capsys.readouterr()
     assert "hf_secret_token_123" not in out.out + out.err + caplog.text
