@@ -2,9 +2,10 @@
 
 Every query's cost is bounded by what the build asks for, not by the size of the graph, so the same
 build runs on the bundled snapshot and on WikiData (WDQS stops queries at 60 s):
-- subjects come from popularity tiers (`wikibase:sitelinks` counts as VALUES lookups), most linked first,
-  as CounterFact-like benchmarks pick subjects a model is likely to know; tiers stop once enough are found;
-- their facts come from VALUES batches; o* candidates, classes and neighbours come from those facts
+- subjects come from popularity bands (`wikibase:sitelinks` counts as VALUES lookups), most linked first,
+  as CounterFact-like benchmarks pick subjects a model is likely to know; each band is sized from the density
+  of the one above, and the walk stops once enough are found;
+- their facts (pool relations only) come from VALUES batches; o* candidates, classes and neighbours come from those facts
   (one VALUES query per batch of objects for classes), never from a scan of a whole relation;
 - a batch that times out is retried as two halves (SparqlClient.run_batched).
 Every random choice draws from a Random seeded by (seed, purpose, key), so the output does not depend on
@@ -25,15 +26,14 @@ from tqdm import tqdm
 from fineked.paths import QUERIES
 from fineked.records import LEVELS, record_from_dict
 from fineked.similarity import DEFAULT_EMBEDDER, RelationText, level_of, relation_similarity, tertile_thresholds
-from fineked.sparql import SparqlClient, SparqlError, integer, integer_values, values
+from fineked.sparql import SparqlClient, SparqlError, direct_claims, integer, integer_values, values
 from fineked.templates import RelationTemplates, load_templates
 
 log = logging.getLogger(__name__)
 WD = "http://www.wikidata.org/entity/"
 
-# Sitelink-count tiers, most linked first: [TIER_BOUNDS[i+1], TIER_BOUNDS[i]). WikiData's most linked item has
-# about 350 sitelinks; the top tier leaves room for growth.
-TIER_BOUNDS = (2048, 512, 256, 128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 2, 1)
+# Popularity bands walk down from here, most linked first (WikiData's most linked item has about 350 sitelinks).
+TOP_SITELINKS = 4096
 
 
 class BuildError(SparqlError):
@@ -53,8 +53,9 @@ class BuildConfig:
     krd_samples: int = 20000
     batch_size: int = 200  # subjects per subject-facts query
     object_batch: int = 400  # objects per object-classes query
-    min_sitelinks: int = 6  # the lowest tier the subject sample may reach
-    tier_limit: int = 20000  # LIMIT of one tier query (a cap; tiers stop early once enough subjects are found)
+    min_sitelinks: int = 6  # the lowest sitelink count the subject sample may reach
+    band_rows: int = 5000  # aim of one popularity band query: its width follows the density of the band above
+    band_limit: int = 20000  # LIMIT of one band query; a band that reaches it is split, its lower half fetched only if needed
     thresholds: tuple[float, float] | None = None  # None: tertiles of this build's fine-grained similarities
     quiet: bool = False
 
@@ -102,14 +103,16 @@ def queries_digest() -> str:
     return "sha256:" + h.hexdigest()
 
 
-def sitelink_tiers(min_sitelinks: int) -> list[list[int]]:
-    """The counts of each tier, most linked first, down to min_sitelinks."""
-    tiers = []
-    for hi, lo in zip(TIER_BOUNDS, TIER_BOUNDS[1:] + (0,)):
-        lo = max(lo, min_sitelinks)
-        if lo < hi:
-            tiers.append(list(range(hi - 1, lo - 1, -1)))
-    return tiers
+def next_band(hi: int, rows_above: int, width_above: int, target: int, floor: int) -> list[int]:
+    """The sitelink counts of the next popularity band below `hi`, most linked first.
+
+    Its width aims at `target` items from the density (items per count) of the band above, so a query's rows
+    follow what the build asks for; never wider than hi/2 (bands halve while the top is empty), never below floor.
+    """
+    width = max(1, hi // 2)
+    if rows_above:
+        width = min(width, max(1, target * width_above // rows_above))
+    return list(range(hi - 1, max(floor, hi - width) - 1, -1))
 
 
 class _StageTimer:
@@ -156,21 +159,18 @@ def fetch_relations(client: SparqlClient, pool: list[str]) -> dict[str, Relation
     return {p: RelationText(p, label[p], desc.get(p, ""), tuple(sorted(aliases[p]))) for p in pool}
 
 
-def fetch_tier(client: SparqlClient, counts: list[int], limit: int) -> list[tuple[str, int]]:
-    """(subject, sitelinks) of one tier, most linked first, ties by Q-number.
-
-    A tier whose rows reach the LIMIT is fetched again as two halves, so the LIMIT never cuts it at an
-    endpoint-dependent row; a single count that still reaches it is kept as cut, with a warning.
+def fetch_band(client: SparqlClient, counts: list[int], limit: int) -> list[tuple[str, int]] | None:
+    """(subject, sitelinks) of one band, most linked first, ties by Q-number; None when the rows reach the LIMIT
+    and the band can be split (the caller then fetches its halves, the lower one only if still needed), so the
+    LIMIT never cuts a band at an endpoint-dependent row. A single count that reaches it is kept as cut, with a warning.
     """
     rows = client.run_batched("popular_subjects", counts,
                               lambda c: {"counts": integer_values("links", c), "limit": integer(limit)})
     if len(rows) >= limit:
         if len(counts) > 1:
-            half = len(counts) // 2
             client.splits["popular_subjects"] += 1
-            return sorted(fetch_tier(client, counts[:half], limit) + fetch_tier(client, counts[half:], limit),
-                          key=lambda kv: (-kv[1], pid_key(kv[0])))
-        log.warning("%d items have %d sitelinks, more than the tier LIMIT %d: keeping the endpoint's first %d",
+            return None
+        log.warning("%d items have %d sitelinks, more than the band LIMIT %d: keeping the endpoint's first %d",
                     len(rows), counts[0], limit, limit)
     out = {qid(r["s"]): int(r["links"]) for r in rows if qid(r["s"]).startswith("Q")}
     return sorted(out.items(), key=lambda kv: (-kv[1], pid_key(kv[0])))
@@ -191,11 +191,14 @@ def fetch_subject_facts(client: SparqlClient, subjects: list[str], pool: set[str
                         label_batch: int = 500) -> dict[str, tuple[str, dict[str, dict[str, str]]]]:
     """VALUES batches: subject -> (label, relation -> object id -> object label), pool relations only, labelled ends."""
     triples = []
-    for r in client.run_batched("subject_facts", subjects, lambda chunk: {"subjects": values("s", chunk)}):
+    props = direct_claims(sorted(pool, key=pid_key))
+    for r in client.run_batched("subject_facts", subjects,
+                                lambda chunk: {"subjects": values("s", chunk), "properties": props}):
         p, o = qid(r["p"]), qid(r["o"])
         if p in pool and r["o"].startswith(WD) and o.startswith("Q"):
             triples.append((qid(r["s"]), p, o))
-    fetch_labels(client, subjects + [o for _, _, o in triples], labels, label_batch)
+    # labels only where a fact needs them: a subject without pool facts is dropped anyway
+    fetch_labels(client, [e for s, _, o in triples for e in (s, o)], labels, label_batch)
     out: dict[str, tuple[str, dict]] = {}
     for s, p, o in triples:
         if labels.get(s) is None or labels.get(o) is None:
@@ -291,34 +294,47 @@ def _enough(order: list[str], fetched: dict, cfg: BuildConfig) -> bool:
 
 def sample_subjects(client: SparqlClient, stages: dict[str, Stage], pool: set[str], cfg: BuildConfig
                     ) -> tuple[list[str], dict[str, int], dict[str, tuple[str, dict]], dict]:
-    """Popular subjects, tier by tier, and their facts, until the build has enough (see _enough)."""
+    """Popular subjects, band by band from the most linked down, and their facts, until the build has enough
+    (see _enough). Each band is sized from the density of the one above (next_band); a band whose rows reach
+    the LIMIT is split in two, and its lower half is only fetched if the upper one was not enough."""
     order: list[str] = []
     links: dict[str, int] = {}
     fetched: dict[str, tuple[str, dict]] = {}
     labels: dict[str, str | None] = {}
     reached = None
-    bar = tqdm(desc="subjects (popularity tiers)", unit="subject", disable=cfg.quiet)
-    for counts in sitelink_tiers(cfg.min_sitelinks):
-        with _StageTimer(client, stages, "2 popular subjects (sitelink tiers)") as st:
-            tier = [(s, n) for s, n in fetch_tier(client, counts, cfg.tier_limit) if s not in links]
-            st.items += len(tier)
-        reached = (counts[-1], counts[0])
-        with _StageTimer(client, stages, "3 subject facts + labels (VALUES batches)") as st:
-            for i in range(0, len(tier), cfg.batch_size):
-                batch = tier[i:i + cfg.batch_size]
-                order.extend(s for s, _ in batch)
-                links.update(batch)
-                got = fetch_subject_facts(client, [s for s, _ in batch], pool, labels)
-                fetched.update(got)
-                st.items += len(got)
-                bar.update(len(batch))
-                if _enough(order, fetched, cfg):
-                    break
-        if _enough(order, fetched, cfg):
-            break
+    bar = tqdm(desc="subjects (popularity bands)", unit="subject", disable=cfg.quiet)
+    hi, rows_above, width_above, enough = TOP_SITELINKS, 0, 0, False
+    while hi > cfg.min_sitelinks and not enough:
+        counts = next_band(hi, rows_above, width_above, cfg.band_rows, cfg.min_sitelinks)
+        pending, band_rows = [counts], 0
+        while pending and not enough:
+            part = pending.pop()
+            with _StageTimer(client, stages, "2 popular subjects (sitelink bands)") as st:
+                band = fetch_band(client, part, cfg.band_limit)
+                if band is None:  # over the LIMIT: the upper half next, the lower one after it if still needed
+                    half = len(part) // 2
+                    pending += [part[half:], part[:half]]
+                    continue
+                band = [(s, n) for s, n in band if s not in links]
+                st.items += len(band)
+            band_rows += len(band)
+            reached = (part[-1], part[0])
+            with _StageTimer(client, stages, "3 subject facts + labels (VALUES batches)") as st:
+                for i in range(0, len(band), cfg.batch_size):
+                    batch = band[i:i + cfg.batch_size]
+                    order.extend(s for s, _ in batch)
+                    links.update(batch)
+                    got = fetch_subject_facts(client, [s for s, _ in batch], pool, labels)
+                    fetched.update(got)
+                    st.items += len(got)
+                    bar.update(len(batch))
+                    if _enough(order, fetched, cfg):
+                        enough = True
+                        break
+        hi, rows_above, width_above = counts[-1], band_rows, len(counts)
     bar.close()
-    sampling = {"tiers_reached": reached, "subjects_sampled": len(order), "subjects_with_facts": len(fetched),
-                "subjects_without_english_label": sum(labels.get(s) is None for s in order),
+    sampling = {"bands_reached": reached, "subjects_sampled": len(order), "subjects_with_facts": len(fetched),
+                "subjects_without_english_label": sum(s in labels and labels[s] is None for s in order),
                 "min_sitelinks_sampled": min(links.values()) if links else None}
     return order, links, fetched, sampling
 
@@ -380,7 +396,7 @@ def _build(client: SparqlClient, cfg: BuildConfig) -> BuildResult:
     if not drafts:
         raise BuildError("empty result: no subject yields an edit case; relax --relations or --min-properties")
     if len(drafts) < cfg.max_cases:
-        log.warning("only %d edit cases (asked for %d): the sampled tiers ran out; lower --min-sitelinks",
+        log.warning("only %d edit cases (asked for %d): the sampled bands ran out; lower --min-sitelinks",
                     len(drafts), cfg.max_cases)
 
     with _StageTimer(client, stages, "6 neighbours (from the sampled facts)") as st:
@@ -417,8 +433,9 @@ def _build(client: SparqlClient, cfg: BuildConfig) -> BuildResult:
         digest.update(repr(sorted(rec.items())).encode())
     case_links = sorted(links[d["subject_id"]] for d in drafts)
     sampling.update({
-        "rule": (f"items in descending order of wikibase:sitelinks (tiers of counts, "
-                 f"each one VALUES query with LIMIT {cfg.tier_limit}, stopping once enough subjects are found, "
+        "rule": (f"items in descending order of wikibase:sitelinks (bands of counts from {TOP_SITELINKS} down, "
+                 f"each sized for about {cfg.band_rows} items from the density of the band above, one VALUES query "
+                 f"with LIMIT {cfg.band_limit}, split when reached; stopping once enough subjects are found, "
                  f"never below {cfg.min_sitelinks}); their facts and English labels in VALUES batches of {cfg.batch_size}; "
                  f"an edit case from each subject with facts under >= {cfg.min_properties} pool relations, "
                  f"in that order, its edit relation the least used so far; krd_train from the next subjects"),

@@ -36,6 +36,7 @@ ENTITY_RE = re.compile(r"^[QP][1-9][0-9]{0,11}$")
 LANG_RE = re.compile(r"^[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*$")
 PLACEHOLDER_RE = re.compile(r"\{\{(\w+)\}\}")
 WD = "http://www.wikidata.org/entity/"
+WDT = "http://www.wikidata.org/prop/direct/"
 
 
 class SparqlError(RuntimeError):
@@ -67,6 +68,16 @@ def values(var: str, ids: list[str] | tuple[str, ...]) -> Fragment:
     if not ids:
         raise SparqlError(f"empty VALUES block for ?{var}")
     return Fragment(f"VALUES ?{var} {{ " + " ".join(iri(i) for i in ids) + " }")
+
+
+def direct_claims(ids: list[str] | tuple[str, ...]) -> Fragment:
+    """`<.../prop/direct/P1>, <.../prop/direct/P2>` from validated property ids, for `FILTER(?p IN (...))`."""
+    if not ids:
+        raise SparqlError("empty list of properties")
+    for i in ids:
+        if not check_id(i).startswith("P"):
+            raise SparqlError(f"{i!r} is not a WikiData property id (expected P123)")
+    return Fragment(", ".join(f"<{WDT}{i}>" for i in ids))
 
 
 def value_pairs(var_a: str, var_b: str, pairs: list[tuple[str, str]]) -> Fragment:

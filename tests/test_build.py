@@ -10,7 +10,7 @@ from conftest import small_config
 from fineked.build import BuildError, build
 from fineked.records import LEVELS
 from fineked.similarity import embed, relation_similarity, RelationText
-from fineked.sparql import SparqlClient, iri, values
+from fineked.sparql import SparqlClient, SparqlError, iri, values
 from fineked.build import queries_digest
 from fineked.paths import QUERIES
 
@@ -102,7 +102,7 @@ def test_rebuild_with_a_fresh_cache_is_identical_and_a_warm_cache_only_asks_the_
     warm = SparqlClient(local_endpoint.url, cache=tmp_path / "q", cache_key="again")
     c = build(warm, small_config())
     assert c.eval_records == a.eval_records
-    # non-empty results come from the cache; empty ones (e.g. a tier above every item) are never cached
+    # non-empty results come from the cache; empty ones (e.g. a band above every item) are never cached
     assert sum(warm.network_queries.values()) == empty and sum(warm.cache_hits.values()) > 0
 
 
@@ -141,3 +141,46 @@ def test_unknown_property_is_a_one_line_error(local_endpoint):
     client = SparqlClient(local_endpoint.url, cache=None)
     with pytest.raises(BuildError, match="unknown property P99999"):
         build(client, small_config(relations=("P19", "P99999")))
+
+
+def test_bands_are_sized_from_the_density_of_the_band_above():
+    from fineked.build import next_band
+
+    assert next_band(4096, 0, 0, 5000, 6) == list(range(4095, 2047, -1))  # nothing above: halve
+    # 6,000 items over 16 counts = 375 per count: 5,000 / 375 -> 13 counts
+    assert next_band(64, 6000, 16, 5000, 6) == list(range(63, 50, -1))
+    assert next_band(32, 1000, 16, 5000, 6) == list(range(31, 15, -1))  # 80 counts wanted, capped at hi/2 = 16
+    assert next_band(12, 40000, 4, 5000, 6) == [11]  # dense: one count
+    assert next_band(8, 10, 4, 5000, 6) == [7, 6]  # never below the floor
+
+
+def test_a_band_over_the_limit_is_split_and_its_lower_half_only_fetched_when_needed(local_endpoint):
+    client = SparqlClient(local_endpoint.url, cache=None)
+    # the snapshot's 664 items with 256-511 sitelinks reach a LIMIT of 500 (no single count does: 487 have 350)
+    res = build(client, small_config(band_rows=200, band_limit=500, batch_size=20))
+    seq = [(t.name, t.rows) for t in client.timings if t.name in ("popular_subjects", "subject_facts")]
+    pieces = [n for name, n in seq if name == "popular_subjects"]
+    assert client.splits["popular_subjects"] > 0 and 500 in pieces
+    # every non-empty piece under the LIMIT is walked (its facts asked) before the next piece is fetched
+    for (name, n), (after, _) in zip(seq, seq[1:]):
+        if name == "popular_subjects" and 0 < n < 500:
+            assert after == "subject_facts"
+    whole = [n for n in pieces if 0 < n < 500]
+    unwalked = sum(whole) - res.sampling["subjects_sampled"]
+    assert 0 <= unwalked < whole[-1]  # no piece fetched beyond the one the walk stopped in
+
+
+def test_subject_facts_return_only_the_pool_relations(local_endpoint):
+    from fineked.sparql import direct_claims
+
+    client = SparqlClient(local_endpoint.url, cache=None)
+    subjects = ["Q90", "Q64", "Q1055"]  # Paris, Berlin, Hamburg
+    rows = client.run("subject_facts", subjects=values("s", subjects), properties=direct_claims(["P17", "P31"]))
+    got = {(r["s"].rsplit("/", 1)[1], r["p"].rsplit("/", 1)[1], r["o"]) for r in rows}
+    want = set()
+    for p in ("P17", "P31"):
+        for r in client.select("check", f"SELECT ?s ?o WHERE {{ {values('s', subjects)} ?s <http://www.wikidata.org/prop/direct/{p}> ?o }}"):
+            want.add((r["s"].rsplit("/", 1)[1], p, r["o"]))
+    assert got == want and {p for _, p, _ in got} == {"P17", "P31"}
+    with pytest.raises(SparqlError, match="not a WikiData property"):
+        direct_claims(["Q5"])
