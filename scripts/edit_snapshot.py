@@ -43,7 +43,7 @@ def plain(x: Any) -> Any:
     return "nan" if isinstance(x, float) and math.isnan(x) else x
 
 
-def snapshot(out: Path) -> None:
+def snapshot(out: Path, only: str | None = None, families: tuple[str, ...] = ("gpt2", "gptj", "llama")) -> None:
     from editors.base import EditRequest, PreservedFact
     from editors.dike.checkpoint import save_krd
     from editors.dike.krd import KRD, KRDConfig
@@ -55,7 +55,7 @@ def snapshot(out: Path) -> None:
     requests = [EditRequest(*r, preserve=(PreservedFact(*PRESERVE),)) for r in REQUESTS]
     krd_dir = Path(tempfile.mkdtemp())
     found: dict[str, Any] = {}
-    for family in ("gpt2", "gptj", "llama"):
+    for family in families:
         model, tok = tiny_model_and_tokenizer(family)
         torch.manual_seed(0)
         save_krd(krd_dir / family, KRD(KRDConfig(d=model.config.hidden_size)),
@@ -63,6 +63,8 @@ def snapshot(out: Path) -> None:
         dike = {"layers": [1], "repr_layer": 2, "krd_path": str(krd_dir / family)}
         runs = [(s, o, (1, 2, 2)) for s, o in LOCATE] + [(s, {**dike, **o}, (1, 2)) for s, o in DIKE]
         for i, (spec, overrides, sizes) in enumerate(runs):
+            if only and not spec.startswith(only):
+                continue
             editor = make_editor(spec, "tiny", {**FAST, **overrides})
             for j, n in enumerate(sizes):
                 w0 = {k: v.detach().clone() for k, v in model.named_parameters()}
@@ -98,13 +100,16 @@ def compare(a_path: Path, b_path: Path) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("snapshot").add_argument("out", type=Path)
+    s = sub.add_parser("snapshot")
+    s.add_argument("out", type=Path)
+    s.add_argument("--only", help="only the editor specs that start with this (e.g. dike)")
+    s.add_argument("--family", action="append", choices=("gpt2", "gptj", "llama"), help="only this tiny family")
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     args = p.parse_args()
     if args.cmd == "snapshot":
-        snapshot(args.out)
+        snapshot(args.out, args.only, tuple(args.family or ("gpt2", "gptj", "llama")))
         return 0
     return compare(args.a, args.b)
 
