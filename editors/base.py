@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from editors.hparams import load_hparams
+
 
 @dataclass(frozen=True)
 class PreservedFact:
@@ -109,6 +111,23 @@ class Editor(Protocol):
         ...
 
     def apply(self, model: torch.nn.Module, tok: Any, requests: Sequence[EditRequest]) -> EditResult: ...
+
+
+class HparamsEditor:
+    """What the built-in editors share: a `name`, a `Hparams` dataclass that from_config fills from
+    editors/hparams/NAME.yaml for the model (then the overrides), and the run's options. A subclass adds apply()."""
+
+    name: ClassVar[str] = ""
+    Hparams: ClassVar[type]
+
+    def __init__(self, hparams: Any | None = None, options: RunOptions = RunOptions()):
+        self.hparams = hparams if hparams is not None else self.Hparams()
+        self.options = options
+
+    @classmethod
+    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None,
+                    options: RunOptions = RunOptions()) -> "HparamsEditor":
+        return cls(load_hparams(cls.Hparams, cls.name, model_key, overrides), options)
 
 
 @runtime_checkable

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from editors.adapters import adapter_for
-from editors.base import EditRequest, EditResult, RunOptions
-from editors.hparams import HparamsError, load_hparams
+from editors.base import EditRequest, EditResult, HparamsEditor
+from editors.hparams import HparamsError
 from editors.text import encode_pair
 
 log = logging.getLogger(__name__)
@@ -58,16 +58,9 @@ def mean_target_nll(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return per_request.mean()
 
 
-class FTEditor:
-    name: ClassVar[str] = "ft"
-
-    def __init__(self, hparams: FTHparams | None = None):
-        self.hparams = hparams or FTHparams()
-
-    @classmethod
-    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None,
-                    options: RunOptions = RunOptions()) -> "FTEditor":
-        return cls(load_hparams(FTHparams, cls.name, model_key, overrides))
+class FTEditor(HparamsEditor):
+    name = "ft"
+    Hparams = FTHparams
 
     def layers(self, model: Any) -> list[int]:
         adapter = adapter_for(model)

@@ -20,7 +20,7 @@ HP = {"stats_corpus": "bundled", "stats_n_samples": 150, "stats_max_len": 32, "v
       "v_lr": 1.0, "v_weight_decay": 1e-3, "clamp_norm_factor": 100.0, "context_prefixes": [[4, 2]], "quiet": True}
 REQ = EditRequest("a", "The capital of France is", "France", "Tokyo",
                   preserve=(PreservedFact("France is located in the continent of", "Europe"),))
-CFG = VStarConfig(steps=6, lr=1.0, weight_decay=1e-3, clamp_norm_factor=100.0)
+CFG = VStarConfig(steps=6, lr=1.0, weight_decay=1e-3, kl_factor=0.0625, clamp_norm_factor=100.0, loss_threshold=0.05)
 
 
 @pytest.fixture(autouse=True)

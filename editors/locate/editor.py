@@ -15,8 +15,8 @@ from typing import Any, ClassVar, Iterator, Sequence
 import torch
 
 from editors.adapters import ModelAdapter, adapter_for
-from editors.base import EditRequest, EditResult, RunOptions
-from editors.hparams import HparamsError, load_hparams
+from editors.base import EditRequest, EditResult, HparamsEditor, RunOptions
+from editors.hparams import HparamsError
 from editors.locate.fingerprint import model_fingerprint
 from editors.locate.keys import block_outputs_at_subject, preserved_keys
 from editors.locate.prefixes import prefix_groups
@@ -102,22 +102,16 @@ class Timer:
             self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
 
 
-class LocateEditor:
-    name: ClassVar[str] = ""
+class LocateEditor(HparamsEditor):
     Hparams: ClassVar[type] = LocateHparams
     uses_preserved: ClassVar[bool] = False  # the -C variants add EditRequest.preserve as constraints
 
     def __init__(self, hparams: Any | None = None, options: RunOptions = RunOptions()):
-        self.hparams = hparams if hparams is not None else self.Hparams()
+        super().__init__(hparams, options)
         self.quiet = options.quiet
         self.vstar_cache: Path | None = options.vstar_cache  # folder of the v* memo (editors.locate.vstar_cache)
         self._stats: dict[tuple, torch.Tensor] = {}  # (fingerprint, layer) -> C, this instance's memo
         self._factors: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}  # (id(C), device) -> (C, L)
-
-    @classmethod
-    def from_config(cls, model_key: str, overrides: dict[str, Any] | None = None,
-                    options: RunOptions = RunOptions()) -> "LocateEditor":
-        return cls(load_hparams(cls.Hparams, cls.name, model_key, overrides), options)
 
     # --- pieces the subclasses compose -------------------------------------------------------------
     def default_layers(self, n_layers: int, adapter: ModelAdapter) -> list[int]:

@@ -27,12 +27,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class VStarConfig:
-    steps: int = 20
-    lr: float = 0.5
-    weight_decay: float = 0.5
-    kl_factor: float = 0.0625
-    clamp_norm_factor: float = 4.0
-    loss_threshold: float = 0.05
+    """The optimisation's settings; their defaults live in the editors' hparams (LocateHparams.vstar())."""
+
+    steps: int
+    lr: float
+    weight_decay: float
+    kl_factor: float
+    clamp_norm_factor: float
+    loss_threshold: float
     kl_prompt: str = "{} is a"
     # Run the tokens before the subject once, into a KV cache: the same loss. None = on CPU only, where it halved
     # the time per edit; on an H100 (GPT2-XL shape) each small step is launch-bound and it was ~10% slower.
