@@ -15,9 +15,9 @@ import time
 import torch
 
 from harness.commands import add_placement_args, load_named_model
-from editors.text import encode_pair
+from editors.text import encode_pair, pad_id_of
 from fineked.counterfact import load_counterfact
-from harness.scoring import forward_padded, length_sorted_batches, pad_id_of, score_pairs
+from harness.scoring import forward_padded, length_sorted_batches, score_pairs
 
 
 def case_pairs(records) -> list[tuple[str, str]]:
@@ -45,8 +45,8 @@ def one_at_a_time(model, tok, pairs) -> list[float]:
 def bare_forward(model, tok, pairs, batch_size: int) -> None:
     """The floor: the scorer's padded forward passes over the same batches, and nothing else."""
     encoded = [encode_pair(tok, p, t) for p, t in pairs]
-    for _, seqs in length_sorted_batches(encoded, batch_size):
-        forward_padded(model, seqs, pad_id_of(tok))
+    for _, batch in length_sorted_batches(encoded, batch_size, pad_id_of(tok)):
+        forward_padded(model, batch)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import torch
 from editors.adapters import adapter_for
 from editors.base import EditRequest, EditResult, HparamsEditor
 from editors.hparams import HparamsError
-from editors.text import encode_pair
+from editors.text import target_tokens
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,9 @@ class FTHparams:
 
 def target_batch(tok: Any, requests: Sequence[EditRequest]) -> dict[str, torch.Tensor]:
     """Right-padded prompt+target inputs with labels that are -100 everywhere but the o* tokens."""
-    encoded = [encode_pair(tok, r.prompt, r.target_new) for r in requests]
-    width = max(len(p) + len(t) - 1 for p, t in encoded)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, -100)
-    for i, (p, t) in enumerate(encoded):
-        seq = p + t[:-1]
-        ids[i, :len(seq)] = torch.tensor(seq)
-        mask[i, :len(seq)] = 1
-        labels[i, len(p) - 1:len(p) - 1 + len(t)] = torch.tensor(t)  # position j predicts token j+1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    b = target_tokens(tok, [r.prompt for r in requests], [r.target_new for r in requests], "right",
+                      last_target_input=False)
+    return {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "labels": b.labels}
 
 
 def mean_target_nll(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from editors.adapters import ModelAdapter
 from editors.locate.hooks import block_output, run_until
-from editors.locate.tokens import last_token_positions, subject_char_span, subject_last_token_positions, \
-    token_at_char, tokenize
+from editors.locate.tokens import last_token_positions, subject_last_token_positions
+from editors.text import target_tokens
 
 
 @torch.no_grad()
@@ -39,7 +39,8 @@ def subject_and_relation_states(model: Any, tok: Any, adapter: ModelAdapter, lay
 
 @dataclass
 class TargetBatch:
-    """Left-padded rows `prompt + " " + target`, with where the subject is and which logits predict the target."""
+    """Left-padded rows of prompt and target tokens (editors.text), with where the subject is and which logits predict
+    the target."""
 
     inputs: dict[str, torch.Tensor]  # input_ids, attention_mask, position_ids
     subject_positions: list[int]
@@ -50,21 +51,14 @@ class TargetBatch:
 
 def target_batch(tok: Any, prompts: Sequence[str], subjects: Sequence[str], targets: Sequence[str],
                  device: Any = "cpu") -> TargetBatch:
-    texts = [p + " " + t for p, t in zip(prompts, targets)]
-    enc = tokenize(tok, texts, "left", offsets=True)
-    offsets, mask = enc.pop("offset_mapping"), enc["attention_mask"]
+    batch = target_tokens(tok, prompts, targets, "left")
+    _, at = subject_last_token_positions(tok, prompts, subjects, "right")  # in each prompt's own tokens
+    positions = [start + j for start, j in zip(batch.starts, at)]
+    ids, mask = batch.input_ids, batch.attention_mask
     n, T = mask.shape
-    positions, pred_mask = [], torch.zeros(n, T - 1)
-    for i, (p, s) in enumerate(zip(prompts, subjects)):
-        _, end = subject_char_span(p, s)
-        positions.append(token_at_char(offsets[i], mask[i], end - 1))
-        real = (mask[i, 1:] == 1) & (offsets[i, 1:, 1] > offsets[i, 1:, 0])
-        pred_mask[i] = (real & (offsets[i, 1:, 0] >= len(p))).float()  # token j+1 is a target token
-        if pred_mask[i].sum() == 0:
-            raise ValueError(f"target {targets[i]!r} of prompt {p!r} produced no tokens")
+    pred_mask = (batch.labels[:, :-1] != -100).float()  # the logit at j predicts a target token (token j + 1)
     first = int(pred_mask.argmax(1).min())  # earliest logit that predicts a target token
     keep = (T - 1) - first
-    ids = enc["input_ids"]
     # logits_to_keep=keep returns the last `keep` positions; the last position predicts nothing (no next token).
     target_ids = torch.cat([ids[:, first + 1:], torch.zeros(n, 1, dtype=ids.dtype)], 1)
     target_mask = torch.cat([pred_mask[:, first:], torch.zeros(n, 1)], 1)

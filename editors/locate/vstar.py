@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from editors.adapters import ModelAdapter
 from editors.base import EditRequest
 from editors.locate.hooks import block_output, ffn_output
-from editors.locate.tokens import last_token_positions, token_at_char, subject_char_span, tokenize
+from editors.locate.tokens import last_token_positions, subject_last_token_positions
+from editors.text import target_tokens
 
 log = logging.getLogger(__name__)
 
@@ -110,30 +111,20 @@ def build_batch(tok: Any, request: EditRequest, prefixes: Sequence[str], kl_prom
     """The padded v* batch of `request`. With `cache_model`, the tokens before each row's subject position are run
     through it once and kept as a KV cache, and the batch holds only the rest (`_suffix_batch`)."""
     contexts = ["", *prefixes]
-    rewrite = [c + request.prompt + " " + request.target_new for c in contexts]
-    kl_text = kl_prompt.format(request.subject)
-    texts = rewrite + [kl_text]
-    enc = tokenize(tok, texts, "right", offsets=True)
-    offsets, mask = enc.pop("offset_mapping"), enc["attention_mask"]
-    positions = []
-    for i, text in enumerate(texts):
-        start = len(contexts[i]) if i < len(rewrite) else 0
-        _, end = subject_char_span(text, request.subject, start)
-        positions.append(token_at_char(offsets[i], mask[i], end - 1))
-    n = len(rewrite)
-    tmask = torch.zeros(n, enc["input_ids"].shape[1] - 1)
-    for i, c in enumerate(contexts):
-        boundary = len(c) + len(request.prompt)  # the target starts at the space after the prompt
-        starts = offsets[i, 1:, 0]
-        real = (mask[i, 1:] == 1) & (offsets[i, 1:, 1] > offsets[i, 1:, 0])
-        tmask[i] = (real & (starts >= boundary)).float()
-        if tmask[i].sum() == 0:
-            raise ValueError(f"case {request.case_id}: target {request.target_new!r} produced no tokens")
+    # the rewriting rows: the prompt in each context, then o*'s tokens; then the KL row, the prompt alone
+    texts = [*(c + request.prompt for c in contexts), kl_prompt.format(request.subject)]
+    n = len(contexts)
+    batch = target_tokens(tok, texts, [request.target_new] * n + [None], "right")
+    _, positions = subject_last_token_positions(tok, texts, [request.subject] * len(texts), "right",
+                                                [len(c) for c in contexts] + [0])
+    ids, mask = batch.input_ids, batch.attention_mask
+    tmask = (batch.labels[:n, :-1] != -100).float()  # the logit at j predicts a target token (token j + 1)
     kl_position = last_token_positions(mask[n:])[0]
     if cache_model is not None:
-        return _suffix_batch(cache_model, enc["input_ids"], mask, positions, tmask, kl_position, n, device)
-    cols, target_mask, target_ids, kl_index = _keep_columns(tmask, enc["input_ids"], kl_position, n)
-    return VStarBatch(inputs={k: v.to(device) for k, v in enc.items()}, subject_positions=positions,
+        return _suffix_batch(cache_model, ids, mask, positions, tmask, kl_position, n, device)
+    cols, target_mask, target_ids, kl_index = _keep_columns(tmask, ids, kl_position, n)
+    return VStarBatch(inputs={"input_ids": ids.to(device), "attention_mask": mask.to(device)},
+                      subject_positions=positions,
                       logit_positions=cols.to(device), target_mask=target_mask.to(device),
                       target_ids=target_ids.to(device), n_rewrite=n, kl_index=kl_index)
 
