@@ -14,8 +14,10 @@ DATA=leaderboards/data/fineked  # the frozen build the committed runs used (lead
 RUNS=leaderboards/runs
 VC=(--vstar-cache out/vstar-cache)  # results are the same with or without it
 
-# DiKE and its four ablations (and the KRDs they need) come from the DiKE-vs-MEMIT experiment; its runs are reused.
+# The four DiKE ablations (pre-issue-13 DKE, and the KRDs they need) come from the DiKE-vs-MEMIT experiment; its runs are reused.
 bash experiments/dike_vs_memit.sh
+# DiKE's own row: DKE at full strength with the committed KRD and the tuned v* budget (issue 13; README)
+N="$N" bash experiments/dike_full.sh dike
 
 run() {  # run OUT EDITOR [extra...]
   local out=$1 editor=$2; shift 2
@@ -41,7 +43,7 @@ done
 run "$RUNS/counterfact/dike" dike --dataset counterfact --limit "$CF_D" --set krd_path=out/krd-5k \
   --set clamp_on=z_r --set keep_recon_residual=false --set through_shrink=false --set kl_reference=substituted  # pre-issue-13 DKE
 
-DIKE_RUNS=(experiments/dike_vs_memit/runs/dike*)
+DIKE_RUNS=(experiments/dike_full/runs/dike experiments/dike_vs_memit/runs/dike_no_*)  # ablations: pre-issue-13 DKE
 rm -f leaderboards/*.csv  # `fineked leaderboard` merges into an existing file; these hold exactly the runs above
 fineked leaderboard "$RUNS"/fineked/all/* "${DIKE_RUNS[@]}" --out leaderboards/fineked-smollm2-135m.csv
 fineked leaderboard "$RUNS"/counterfact/* --out leaderboards/counterfact-smollm2-135m.csv
