@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import uuid
 from pathlib import Path
@@ -74,7 +75,6 @@ def sweep_orphans(folder: Path | str) -> int:
             continue
         try:
             if e.is_dir(follow_symlinks=False):
-                import shutil
                 shutil.rmtree(e.path, ignore_errors=True)
             else:
                 os.unlink(e.path)
@@ -130,7 +130,6 @@ def publish_dir(tmp: Path, out: Path) -> None:
     except OSError:
         if not out.is_dir():
             raise
-        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
     _fsync_dir(out.parent)
 

@@ -152,12 +152,14 @@ class DikeEditor(LocateEditor):
         residuals, shifts, tvs, bare_shares = [], [], [], []
         # nothing is applied before every residual is known, so one digest of the model serves the whole batch
         digest = model_state_digest(model) if self.vstar_cache is not None else None
+        shrink = None
+        if hp.through_shrink:
+            shrink = A_inv if A_inv is not None else torch.eye(model.config.hidden_size, dtype=torch.float64,
+                                                                 device=K.device)
         for i, req in enumerate(requests):
             with timer("vstar"):
-                shrink = row_share = None
+                row_share = None
                 if hp.through_shrink:
-                    eye = torch.eye(model.config.hidden_size, dtype=torch.float64, device=K.device)
-                    shrink = eye if A_inv is None else A_inv
                     # the share the update writes in each row of the v* batch, from that row's own key: the
                     # bare prompt's key can differ a lot from the context average the update is solved for
                     rows = vstar_row_keys(model, tok, adapter, layer, req, prefixes, hp.vstar().kl_prompt)
@@ -201,11 +203,11 @@ class DikeEditor(LocateEditor):
         M = None if shrink is None else shrink.to(device=device, dtype=torch.float32)
         rows = None if row_share is None else row_share.to(device=device, dtype=torch.float32)[:, None]
 
-        def at_bare(r: torch.Tensor) -> torch.Tensor:
-            return r if M is None else rows[0] * (r @ M.T)
-
         def applied(r: torch.Tensor) -> torch.Tensor:  # (d,), or (rows, d): one shift per v* batch row
             return r if M is None else rows * (r @ M.T)
+
+        def at_bare(r: torch.Tensor) -> torch.Tensor:
+            return r if M is None else applied(r)[0]
 
         if hp.no_tke:  # w/o TKE: δ on the entangled h_s, as MEMIT's
             if M is None:

@@ -49,7 +49,7 @@ def memit_delta(R: torch.Tensor, K: torch.Tensor, C: torch.Tensor, lam: float,
             A = A + K_keep @ K_keep.T
         return torch.linalg.solve(A, K @ R.T).T  # A is symmetric
     U = torch.cat([K, K_keep], dim=1) if keep else K
-    G = torch.cholesky_solve(U, C_factor.to(torch.float64)) / lam
+    G = _solve_lam_c(U, C, lam, C_factor)
     S = torch.eye(U.shape[1], dtype=torch.float64, device=U.device) + U.T @ G
     AinvK = torch.linalg.solve(S.T, G.T).T[:, :K.shape[1]]
     return R @ AinvK.T
@@ -60,8 +60,7 @@ def written_share(K: torch.Tensor, C: torch.Tensor, lam: float, C_factor: torch.
     one-edit update Δ = r k_iᵀ(λC + k_i k_iᵀ)⁻¹ writes at its own key (Δ k_i = s_i r). By Sherman-Morrison
     s = q / (1 + q) with q = kᵀ(λC)⁻¹k, so only λC is solved (with its Cholesky factor when given)."""
     K, C = _f64(_cols(K), C)
-    G = torch.cholesky_solve(K, C_factor.to(torch.float64)) / lam if C_factor is not None else torch.linalg.solve(lam * C, K)
-    q = (K * G).sum(0)
+    q = (K * _solve_lam_c(K, C, lam, C_factor)).sum(0)
     return q / (1 + q)
 
 
@@ -71,8 +70,15 @@ def written_share_at(keys_at: torch.Tensor, k: torch.Tensor, C: torch.Tensor, la
     k_j of keys_at: Δ k_j = s_j r with s_j = k_jᵀ(λC + kkᵀ)⁻¹k = k_jᵀ(λC)⁻¹k / (1 + q) (Sherman-Morrison). k is the
     key the update was solved for (MEMIT's average over contexts); at k itself this is written_share's s."""
     keys_at, k, C = _f64(_cols(keys_at), _cols(k), C)
-    g = torch.cholesky_solve(k, C_factor.to(torch.float64)) / lam if C_factor is not None else torch.linalg.solve(lam * C, k)
+    g = _solve_lam_c(k, C, lam, C_factor)
     return (keys_at.T @ g).squeeze(1) / (1 + float(k[:, 0] @ g[:, 0]))
+
+
+def _solve_lam_c(X: torch.Tensor, C: torch.Tensor, lam: float, C_factor: torch.Tensor | None) -> torch.Tensor:
+    """(λC)⁻¹X in float64, through C's Cholesky factor when given."""
+    if C_factor is not None:
+        return torch.cholesky_solve(X, C_factor.to(torch.float64)) / lam
+    return torch.linalg.solve(lam * C, X)
 
 
 def nullspace_projector(C: torch.Tensor, threshold: float) -> torch.Tensor:
