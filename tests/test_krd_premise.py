@@ -156,14 +156,17 @@ def test_premise_metrics_on_a_hand_built_krd():
     h_s, h_r = states(model, tok, ad, SAMPLES)
     eye, zero = torch.eye(64), torch.zeros(64, 64)
     with torch.no_grad():
-        by_hand = {}
+        by_hand, rows = {}, {}
         for comp, vecs in (("h_s", [None] * 4), ("z_r", F.gelu(h_s)), ("z_u", F.gelu(-h_s))):
-            by_hand[("o", comp)] = statistics.median(
-                nll_by_hand(model, tok, ad, 1, s.prompt, s.subject, s.target, vecs[i]).item()
-                for i, s in enumerate(SAMPLES))
-            by_hand[("o'", comp)] = statistics.median(
-                nll_by_hand(model, tok, ad, 1, p, s.subject, t, vecs[i]).item()
-                for i, s in enumerate(SAMPLES) for p, t in s.siblings)
+            rows[("o", comp)] = [nll_by_hand(model, tok, ad, 1, s.prompt, s.subject, s.target, vecs[i]).item()
+                                 for i, s in enumerate(SAMPLES)]
+            rows[("o'", comp)] = [nll_by_hand(model, tok, ad, 1, p, s.subject, t, vecs[i]).item()
+                                  for i, s in enumerate(SAMPLES) for p, t in s.siblings]
+            by_hand[("o", comp)] = statistics.median(rows[("o", comp)])
+            by_hand[("o'", comp)] = statistics.median(rows[("o'", comp)])
+    # the split: per row, crossed minus routed NLL
+    split_o = [u - r for r, u in zip(rows[("o", "z_r")], rows[("o", "z_u")])]
+    split_o_prime = [r - u for r, u in zip(rows[("o'", "z_r")], rows[("o'", "z_u")])]
     assert abs(by_hand[("o", "z_r")] - by_hand[("o", "z_u")]) > 0.05  # the model can tell the components apart
     for c, recon_ok, prefix in ((1.0, True, None), (0.6, False, PrefixCache(model, ad, 1))):
         krd = KRD(KRDConfig(d=64))
@@ -181,4 +184,26 @@ def test_premise_metrics_on_a_hand_built_krd():
         assert m["meets"]["gap_o_z_r"] == (m["gap_o_z_r"] <= 0.5)
         assert m["n_samples"] == 4 and m["n_o_prime_rows"] == 7
         assert abs(m["silhouette"] - silhouette(krd, h_s, h_r)) < 1e-12
+        for key, diffs in (("split_o", split_o), ("split_o_prime", split_o_prime)):
+            assert abs(m[key]["median"] - statistics.median(diffs)) < 1e-4, key
+            assert m[key]["share_positive"] == sum(d > 0 for d in diffs) / len(diffs), key
+        # W3 = −I: (W3ᵀW3 + I)⁻¹ = I / 2, the same share of every direction
+        assert all(abs(m["fik_keep"][k] - 0.5) < 1e-12 for k in ("min", "median", "max"))
         assert m["premise_met"] == all(m["meets"].values())
+
+
+def test_fik_keep_spectrum_is_the_share_written_along_each_direction():
+    """For W3 = Q diag(σ) Qᵀ, (μ W3ᵀW3 + I)⁻¹ keeps 1 / (1 + μ σ²) of a residual along each column of Q."""
+    from editors.dike.diagnostics import fik_keep_spectrum
+
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))
+    sigma = torch.linspace(0.0, 3.0, 16, dtype=torch.float64)
+    krd = KRD(KRDConfig(d=16))
+    with torch.no_grad():
+        krd.W3.weight.copy_(q @ torch.diag(sigma) @ q.T)
+    for mu in (0.3, 1.0, 3.0):
+        keep = 1.0 / (1.0 + mu * sigma ** 2)
+        got = fik_keep_spectrum(krd, mu)
+        assert abs(got["max"] - 1.0) < 1e-5 and abs(got["min"] - keep.min().item()) < 1e-5
+        assert abs(got["median"] - keep.median().item()) < 1e-5

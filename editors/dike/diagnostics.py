@@ -125,11 +125,21 @@ def premise_metrics(model: Any, tok: Any, adapter: ModelAdapter, krd: KRD, layer
         vals = [v for v, o in zip(nll[name], is_o) if o == want_o]
         return statistics.median(vals) if vals else float("nan")
 
+    def split(routed: str, crossed: str, want_o: bool) -> dict[str, float]:
+        """Per-row NLL(crossed) − NLL(routed): positive where the routed component carries the fact and the other
+        does not. The 0.5-nat gaps above hold for a KRD with no split at all (z_r = z_u = h_s)."""
+        d = [c - r for r, c, o in zip(nll[routed], nll[crossed], is_o) if o == want_o]
+        if not d:
+            return {"median": float("nan"), "share_positive": float("nan")}
+        return {"median": statistics.median(d), "share_positive": sum(x > 0 for x in d) / len(d)}
+
     o = {"h_s": med("h", True), "z_r": med("z_r", True), "z_u": med("z_u", True)}
     o_prime = {"h_s": med("h", False), "z_u": med("z_u", False), "z_r": med("z_r", False)}
     m = {"n_samples": len(samples), "n_o_prime_rows": len(rows) - sum(is_o),
          "recon_rel": statistics.median(recon), "nll_o": o, "nll_o_prime": o_prime,
          "gap_o_z_r": o["z_r"] - o["h_s"], "gap_o_prime_z_u": o_prime["z_u"] - o_prime["h_s"],
+         "split_o": split("z_r", "z_u", True), "split_o_prime": split("z_u", "z_r", False),
+         "fik_keep": fik_keep_spectrum(krd),
          "silhouette": silhouette(krd, h_s[:silhouette_points], h_r[:silhouette_points])}
     t = PREMISE_TARGETS
     m["meets"] = {"recon_rel": m["recon_rel"] <= t["recon_rel"], "gap_o_z_r": m["gap_o_z_r"] <= t["nll_gap"],
@@ -137,6 +147,17 @@ def premise_metrics(model: Any, tok: Any, adapter: ModelAdapter, krd: KRD, layer
     m["premise_met"] = all(m["meets"].values())
     m["targets"] = dict(t)
     return m
+
+
+@torch.no_grad()
+def fik_keep_spectrum(krd: KRD, mu: float = 1.0) -> dict[str, float]:
+    """Eigenvalues of (μ W3ᵀW3 + I)⁻¹, the share of each direction of a residual that DKE writes. All equal
+    (W3 = −I at the split initialisation: 1/(1 + μ) everywhere) means DKE shrinks the edit but protects no
+    direction more than another."""
+    from editors.dike.solve import fik_matrix
+
+    keep = 1.0 / torch.linalg.eigvalsh(fik_matrix(krd.W3.weight.detach(), mu))
+    return {"min": keep.min().item(), "median": keep.median().item(), "max": keep.max().item()}
 
 
 def format_premise(m: dict[str, Any]) -> str:
@@ -151,4 +172,9 @@ def format_premise(m: dict[str, Any]) -> str:
         f"≤ 0.5: {ok('gap_o_z_r')}) | crossed z_u {o['z_u']:.2f}",
         f"    o' (p(s,r'))    median NLL: h_s {op['h_s']:.2f} | z_u {op['z_u']:.2f} (gap {m['gap_o_prime_z_u']:+.2f}, "
         f"≤ 0.5: {ok('gap_o_prime_z_u')}) | crossed z_r {op['z_r']:.2f}",
+        f"    split           crossed − routed NLL, median per row: o {m['split_o']['median']:+.2f} "
+        f"({m['split_o']['share_positive']:.0%} > 0), o' {m['split_o_prime']['median']:+.2f} "
+        f"({m['split_o_prime']['share_positive']:.0%} > 0)",
+        f"    DKE keep (μ = 1) eigenvalues of (W3ᵀW3 + I)⁻¹: min {m['fik_keep']['min']:.3f}, median "
+        f"{m['fik_keep']['median']:.3f}, max {m['fik_keep']['max']:.3f}",
         f"    silhouette (cosine) {m['silhouette']:.3f} (> 0.3: {ok('silhouette')})"])
