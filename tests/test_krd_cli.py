@@ -50,6 +50,8 @@ def test_train_krd_writes_checkpoint_diagnostics_and_resumes(small_build, tmp_pa
     assert main(args + ["--epochs", "2"]) == 0  # resumes: runs only epoch 2
     meta2 = json.loads((ck / "krd.json").read_text())
     assert meta2["epochs_run"] == 2 and meta2["curves"]["epochs"][0] == first_epoch
+    assert main(args + ["--epochs", "2"]) == 0  # nothing left to train: the premise is measured again
+    assert json.loads((ck / "krd.json").read_text())["epochs_run"] == 2
     printed = capsys.readouterr().out
     assert "silhouette" in printed and "premise on" in printed and "o' (p(s,r'))" in printed
     # a checkpoint for other layers is refused by dike, with the command to fix it

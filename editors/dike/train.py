@@ -262,7 +262,7 @@ def train_krd(model: Any, tok: Any, adapter: ModelAdapter, samples: Sequence[KRD
         result.history = resume["history"]
         result.best_val = resume["best_val"]
         best_state = resume.get("best_weights")
-        start_epoch = resume["epoch"]
+        start_epoch = result.epochs_run = resume["epoch"]
         bad_epochs = resume.get("bad_epochs", 0)
         result.seconds = resume.get("seconds", 0.0)
         log.info("resuming KRD training at epoch %d", start_epoch + 1)
