@@ -128,3 +128,18 @@ def test_dike_and_no_fik_share_the_vstar_memo_and_another_krd_misses(tiny, tmp_p
     plain = changes("dike", other)
     assert torch.equal(changes("dike", other, memo), plain)
     assert len(list(memo.rglob("*.safetensors"))) == 4
+
+
+def test_a_mismatched_krd_is_refused_before_the_second_moments(tiny, monkeypatch):
+    """A KRD for another layer (or a missing one) fails at once, not after minutes of covariance statistics."""
+    model, tok, _, path = tiny
+
+    def no_stats(*a, **k):
+        raise AssertionError("second moments computed before the KRD was checked")
+    monkeypatch.setattr("editors.locate.editor.layer_second_moments", no_stats)
+    req = [EditRequest("c", "The capital of France is", "France", "Rome")]
+    for overrides, error in (({"layers": [LAYER + 1], "krd_path": str(path)}, "not"),
+                             ({"krd_path": str(path / "missing")}, "train-krd"),
+                             ({"layers": [0, LAYER], "krd_path": str(path)}, "one layer")):
+        with pytest.raises((KRDCheckpointError, ValueError), match=error):
+            make_editor("dike", "tiny", {**FAST, **overrides}).apply(model, tok, req)

@@ -134,11 +134,15 @@ class DikeEditor(LocateEditor):
             self._krd[key] = load_krd(path, model_fingerprint(model), layer, repr_layer, name)
         return self._krd[key]
 
+    def check_ready(self, model: Any, adapter: ModelAdapter, layers: list[int]) -> None:
+        if len(layers) != 1:
+            raise ValueError(f"dike edits one layer (h_s's layer l); got layers={layers}. Use --set layers=[l]")
+        if not (self.hparams.no_tke and self.hparams.no_fik):
+            self.load_krd(model, layers[0], self.repr_layer(model, adapter))
+
     def edit(self, model: Any, tok: Any, adapter: ModelAdapter, layers: list[int], requests: Sequence[EditRequest],
              prefixes: list[str], stats: dict[int, torch.Tensor], result: EditResult, timer: Timer) -> None:
         hp = self.hparams
-        if len(layers) != 1:
-            raise ValueError(f"dike edits one layer (h_s's layer l); got layers={layers}. Use --set layers=[l]")
         layer = layers[0]
         l_r = self.repr_layer(model, adapter)
         krd = None if (hp.no_tke and hp.no_fik) else self.load_krd(model, layer, l_r)

@@ -159,6 +159,9 @@ class LocateEditor(HparamsEditor):
         K = preserved_keys(model, tok, adapter, layer, requests, prefixes).T
         return K * self.hparams.preserve_weight ** 0.5
 
+    def check_ready(self, model: Any, adapter: ModelAdapter, layers: list[int]) -> None:
+        """Refuse what edit() would refuse, before the second moments (minutes on a first run) are computed."""
+
     def new_result(self, model: Any, adapter: ModelAdapter, layers: Sequence[int]) -> EditResult:
         return EditResult.snapshot(model, [adapter.ffn_out_weight_name(l) for l in layers])
 
@@ -169,6 +172,7 @@ class LocateEditor(HparamsEditor):
         t0 = time.perf_counter()
         adapter = adapter_for(model)
         layers = self.edit_layers(model, adapter)
+        self.check_ready(model, adapter, layers)
         result = self.new_result(model, adapter, layers)
         timer = Timer(result.timings)
         with timer("stats"):
