@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How much of a FINE-KED build the unedited model knows: the share of edit cases whose true object it prefers.
 
-    python benchmarks/bench_known_share.py out/fineked-main out/bench-scale/x1 out/bench-scale/x10 [--model smollm2-135m]
+    python benchmarks/bench_known_share.py leaderboards/data/fineked out/bench/a out/bench-scale/x50 [--model smollm2-135m]
 
 For every edit case of each build (each case once, from the level splits), scores the true object o and the
 new object o* after the edit prompt with harness.scoring (teacher-forced mean token NLL, the probability
@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 
 from editors.models import SMOLLM2, load_model
@@ -27,11 +28,19 @@ from fineked.records import LEVELS
 TAIL_BASE = 9_000_000_000  # scripts/make_scale_store.py
 
 
+def level_records(folder: Path, level: str) -> list[dict]:
+    """A level's records from a build folder (jsonl/), or from a parquet-only export such as the frozen
+    leaderboards/data/fineked (data/LEVEL.parquet)."""
+    jsonl = folder / "jsonl" / f"{level}.jsonl"
+    if jsonl.exists():
+        return [json.loads(line) for line in jsonl.read_text().splitlines()]
+    return pq.read_table(folder / "data" / f"{level}.parquet").to_pylist()
+
+
 def cases(folder: Path) -> list[dict]:
     seen: dict[str, dict] = {}
     for lv in LEVELS:
-        for line in (folder / "jsonl" / f"{lv}.jsonl").read_text().splitlines():
-            rec = json.loads(line)
+        for rec in level_records(folder, lv):
             seen.setdefault(rec["case_id"], rec)
     return sorted(seen.values(), key=lambda r: r["case_id"])
 

@@ -160,10 +160,16 @@ def fetch_relations(client: SparqlClient, pool: list[str]) -> dict[str, Relation
 
 
 def fetch_band(client: SparqlClient, counts: list[int], limit: int) -> list[tuple[str, int]] | None:
-    """(subject, sitelinks) of one band, most linked first, ties by Q-number; None when the rows reach the LIMIT
-    and the band can be split (the caller then fetches its halves, the lower one only if still needed), so the
-    LIMIT never cuts a band at an endpoint-dependent row. A single count that reaches it is kept as cut, with a warning.
+    """(subject, sitelinks) of one band, most linked first, ties by Q-number; None when the band holds LIMIT items
+    or more and can be split (the caller then fetches its halves, the lower one only if still needed), so the
+    LIMIT never cuts a band at an endpoint-dependent row. A band of several counts is first counted up to the LIMIT
+    (band_size.rq), so an oversized one costs a count, not LIMIT rows. A single count that reaches the LIMIT is kept
+    as cut, with a warning.
     """
+    params = {"counts": integer_values("links", counts), "limit": integer(limit)}
+    if len(counts) > 1 and int(client.run("band_size", **params)[0]["n"]) >= limit:
+        client.splits["popular_subjects"] += 1  # oversized: split it before fetching any row (band_size.rq)
+        return None
     rows = client.run_batched("popular_subjects", counts,
                               lambda c: {"counts": integer_values("links", c), "limit": integer(limit)})
     if len(rows) >= limit:

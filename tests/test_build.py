@@ -160,7 +160,9 @@ def test_a_band_over_the_limit_is_split_and_its_lower_half_only_fetched_when_nee
     res = build(client, small_config(band_rows=200, band_limit=500, batch_size=20))
     seq = [(t.name, t.rows) for t in client.timings if t.name in ("popular_subjects", "subject_facts")]
     pieces = [n for name, n in seq if name == "popular_subjects"]
-    assert client.splits["popular_subjects"] > 0 and 500 in pieces
+    # an oversized band is counted (band_size.rq) and split before any of its rows is fetched
+    assert client.splits["popular_subjects"] > 0 and client.network_queries["band_size"] > 0
+    assert max(pieces) < 500
     # every non-empty piece under the LIMIT is walked (its facts asked) before the next piece is fetched
     for (name, n), (after, _) in zip(seq, seq[1:]):
         if name == "popular_subjects" and 0 < n < 500:
@@ -168,6 +170,20 @@ def test_a_band_over_the_limit_is_split_and_its_lower_half_only_fetched_when_nee
     whole = [n for n in pieces if 0 < n < 500]
     unwalked = sum(whole) - res.sampling["subjects_sampled"]
     assert 0 <= unwalked < whole[-1]  # no piece fetched beyond the one the walk stopped in
+
+
+def test_band_size_counts_a_band_up_to_the_limit(local_endpoint):
+    from fineked.sparql import integer, integer_values
+
+    client = SparqlClient(local_endpoint.url, cache=None)
+    band = list(range(511, 255, -1))
+    # independent count: every item of the band, no LIMIT (664 on the snapshot)
+    total = sum(int(client.select("check", "PREFIX wikibase: <http://wikiba.se/ontology#>\n"
+                                  f"SELECT (COUNT(*) AS ?n) WHERE {{ ?s wikibase:sitelinks {n} }}")[0]["n"]) for n in band)
+    assert total > 500
+    for limit in (100, total, total + 1, 10_000):
+        got = client.run("band_size", counts=integer_values("links", band), limit=integer(limit))
+        assert int(got[0]["n"]) == min(total, limit)
 
 
 def test_subject_facts_return_only_the_pool_relations(local_endpoint):
