@@ -136,8 +136,9 @@ def scaled(args) -> int:
               f"{info['seconds']} s, {info['bytes'] / 1e9:.2f} GB; Oxigraph load {load_s:.0f} s "
               f"(0 = already loaded), store {store_bytes / 1e9:.2f} GB; build {wall:.1f} s")
         stage_table(result)
-        print(f"\nslowest single query: {slow.name} {slow.seconds:.2f} s ({slow.rows:,} rows); timeout splits: "
-              f"{dict(client.splits)}; cases from the head: {head}/{len(result.eval_records)}")
+        print(f"\nslowest single query: {slow.name} {slow.seconds:.2f} s ({slow.rows:,} rows); "
+              f"splits (bands by count, batches by timeout): {dict(client.splits)}; "
+              f"cases from the head: {head}/{len(result.eval_records)}")
         print(stats_table(stats))
         rows.append({"k": k, "triples": info["triples"], "query_s": sum(t.seconds for t in client.timings),
                      "queries": len(client.timings), "slowest": f"{slow.name} {slow.seconds:.2f}",
