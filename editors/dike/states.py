@@ -46,7 +46,7 @@ class TargetBatch:
     subject_positions: list[int]
     target_ids: torch.Tensor  # (n, keep): token predicted by each kept logit
     target_mask: torch.Tensor  # (n, keep): 1 where that logit predicts a target token
-    keep: int  # logits_to_keep: the last `keep` positions cover every row's target
+    keep: int  # the last `keep` positions cover every row's target (target_nll reads only those)
 
 
 def target_batch(tok: Any, prompts: Sequence[str], subjects: Sequence[str], targets: Sequence[str],
@@ -59,7 +59,7 @@ def target_batch(tok: Any, prompts: Sequence[str], subjects: Sequence[str], targ
     pred_mask = (batch.labels[:, :-1] != -100).float()  # the logit at j predicts a target token (token j + 1)
     first = int(pred_mask.argmax(1).min())  # earliest logit that predicts a target token
     keep = (T - 1) - first
-    # logits_to_keep=keep returns the last `keep` positions; the last position predicts nothing (no next token).
+    # the window is the last keep + 1 positions; the last one predicts nothing (no next token).
     target_ids = torch.cat([ids[:, first + 1:], torch.zeros(n, 1, dtype=ids.dtype)], 1)
     target_mask = torch.cat([pred_mask[:, first:], torch.zeros(n, 1)], 1)
     inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp(min=0)}
