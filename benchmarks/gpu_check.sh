@@ -19,7 +19,8 @@ PY="${PY:-python3}"
   timeout 150 "$PY" -m harness.cli run --editor memit --model random:gpt2-xl --device cuda --limit 3 --quiet \
       --set stats_n_samples=1000 --out /tmp/gpu_check_run \
     && "$PY" -c "import json; s = json.load(open('/tmp/gpu_check_run/summary.json')); print('run summary n', s['n_cases'], 'gpu_peak_mb', s['gpu_peak_mb'])"
-  timeout 170 "$PY" benchmarks/gpu_edit_timing.py --shape gpt2-xl --editors rome,memit,alphaedit --edits 5
-  timeout 260 "$PY" benchmarks/gpu_edit_timing.py --shape llama3-8b --dtype bfloat16 --editors rome,memit,alphaedit \
+  # --compare-vstar: one v* eager and captured into a CUDA graph (times, and that they give the same delta)
+  timeout 170 "$PY" benchmarks/gpu_edit_timing.py --shape gpt2-xl --editors rome,memit,alphaedit --edits 5 --compare-vstar
+  timeout 260 "$PY" benchmarks/gpu_edit_timing.py --shape llama3-8b --dtype bfloat16 --editors rome,memit,alphaedit --compare-vstar \
       --edits 3
 } 2>&1 | tee "$LOG"

@@ -13,13 +13,16 @@ depend on the weights, but early stopping never triggers on a random model, so e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from typing import Any
 
 import torch
 
+from editors.adapters import adapter_for
 from editors.base import EditRequest
+from editors.locate.vstar import VStarConfig, optimise_target_value
 from editors.placement import parse_device, peak_memory_mb, reset_peak_memory
 from editors.random_models import known_random_models, random_model
 from editors.registry import make_editor
@@ -56,6 +59,23 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def compare_vstar(model: Any, tok: Any, key: str, req: EditRequest, device: str) -> None:
+    """MEMIT's v* for one request, eager and captured (twice each: the first pays for allocation and capture)."""
+    hp = make_editor("memit", key, {"quiet": True}).hparams
+    layer, out = (hp.layers or [model.config.num_hidden_layers // 2])[-1], {}  # tiny shapes name no layers
+    for mode in (False, True, False, True):
+        cfg = dataclasses.replace(hp.vstar(), capture_steps=mode, loss_threshold=0.0)
+        sync(device)
+        t = time.perf_counter()
+        tv = optimise_target_value(model, tok, adapter_for(model), layer, req, [], cfg, site="block_output")
+        sync(device)
+        out[mode] = (time.perf_counter() - t, tv)
+    (te, eager), (tc, captured) = out[False], out[True]
+    rel = float((captured.delta - eager.delta).norm() / eager.delta.norm())
+    print(f"v* ({eager.steps} steps, layer {layer}): eager {te:.3f} s, captured {tc:.3f} s ({te / tc:.1f}x); "
+          f"|delta_captured - delta_eager| / |delta_eager| = {rel:.2e}; nll {eager.nll:.4f} vs {captured.nll:.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="gpt2-xl", choices=[*SHAPES, *TINY])
@@ -64,7 +84,13 @@ def main() -> None:
     ap.add_argument("--editors", default="rome,memit")
     ap.add_argument("--edits", type=int, default=10, help="timed edits per editor (after one warm-up edit)")
     ap.add_argument("--stats-samples", type=int, default=1000)
+    ap.add_argument("--vstar", default="auto", choices=["auto", "eager", "captured"],
+                    help="v* steps: captured into a CUDA graph (auto: on CUDA) or the eager loop")
+    ap.add_argument("--compare-vstar", action="store_true",
+                    help="first: one v* both ways, their times and the relative difference of their deltas")
     args = ap.parse_args()
+    if args.vstar != "auto":
+        VStarConfig.uses_captured_steps = lambda self, device: args.vstar == "captured"
     dtype = getattr(torch, args.dtype)
     t0 = time.perf_counter()
     model, tok, key = build_model(args.shape, args.device, dtype)
@@ -74,6 +100,8 @@ def main() -> None:
           + f", built in {time.perf_counter() - t0:.1f}s")
     reqs = requests(args.edits + 1)
     device = parse_device(args.device)
+    if args.compare_vstar:
+        compare_vstar(model, tok, key, reqs[0], args.device)
     print(f"{'editor':8} {'warm-up s':>9} {'again s':>7} {'edits/s':>8} {'s/edit':>7} {'keys':>6} {'v*':>6} "
           f"{'solve':>6} {'steps':>5} {'peak MiB':>9}")
 

@@ -261,3 +261,20 @@ def block_outputs(model, tok, ad, text, start):
     from editors.locate.keys import read_at_subject
 
     return read_at_subject(model, tok, ad, LAYER, block_output, [text], [REQ.subject], [start])[0].double()
+
+
+def test_captured_vstar_steps_give_the_eager_dike_edit(tiny, monkeypatch):
+    """DiKE's v* through the graph-safe step (as on CUDA, where it is captured and replayed) writes the eager
+    loop's update: its shift, computed from δ at every forward, must not be frozen at δ = 0."""
+    from editors.locate import vstar
+
+    model, tok, ad, path, _ = tiny
+    k = bare_key(model, tok, ad)
+    cfg = dict(krd_path=str(path), mom2_update_weight=3 * float(k @ k), v_num_grad_steps=8, v_lr=0.5)
+    _, res, dW, _, nll = edit(model, tok, ad, cfg)
+    monkeypatch.setattr(vstar.VStarConfig, "uses_captured_steps", lambda self, device: True)
+    _, res_c, dW_c, _, nll_c = edit(model, tok, ad, cfg)
+    assert float(dW.norm()) > 0 and float((dW_c - dW).norm()) <= 1e-4 * float(dW.norm())
+    assert nll_c == pytest.approx(nll, abs=1e-4)
+    d, d_c = res.info["diagnostics"][0], res_c.info["diagnostics"][0]
+    assert d_c["vstar_steps"] == d["vstar_steps"] and d_c["vstar_nll"] == pytest.approx(d["vstar_nll"], abs=1e-5)

@@ -235,7 +235,8 @@ class DikeEditor(LocateEditor):
             clean_kl = hp.kl_reference == "clean" and not hp.keep_recon_residual  # else the shift at δ = 0 is 0
 
         def intervention(delta: torch.Tensor, positions: Sequence[int]):
-            return block_output(model, adapter, layer, positions, add=applied(residual(delta)))
+            # computed at each forward from delta's current value (a captured step replays it)
+            return block_output(model, adapter, layer, positions, add=lambda: applied(residual(delta)))
 
         def optimise() -> Any:
             return optimise_target_value(model, tok, adapter, layer, req, prefixes, hp.vstar(),

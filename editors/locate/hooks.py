@@ -7,18 +7,22 @@ Three sites, all addressed through the model adapter:
 
 Each context manager yields a `Site`; after a forward pass `site.value` holds the rows at `positions`
 (shape (batch, d)), or the whole activation when positions is None. `add`/`replace` (tensors of shape
-(batch, d) or (d,)) change the activation at those positions, differentiably. `stop=True` raises
+(batch, d) or (d,)) change the activation at those positions, differentiably; `add` may also be a function that
+returns that tensor, called at each forward (a shift computed from delta inside a captured v* step). `stop=True` raises
 StopForward after the site so a caller can skip the rest of the network (see `run_until`).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from editors.adapters import ModelAdapter
+
+
+Shift = torch.Tensor | Callable[[], torch.Tensor]
 
 
 class StopForward(Exception):
@@ -28,26 +32,30 @@ class StopForward(Exception):
 @dataclass
 class Site:
     positions: Sequence[int] | None = None
-    add: torch.Tensor | None = None
+    add: Shift | None = None
     replace: torch.Tensor | None = None
     stop: bool = False
     value: torch.Tensor | None = None
+    _cols: torch.Tensor | None = None  # positions on x's device, made once: a captured CUDA graph cannot copy them
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        add = self.add() if callable(self.add) else self.add
         if self.positions is None:
             if self.replace is not None:
                 x = self.replace.to(x.dtype).expand_as(x)
-            if self.add is not None:
-                x = x + self.add.to(x.dtype)
+            if add is not None:
+                x = x + add.to(x.dtype)
             self.value = x
             return x
         rows = torch.arange(x.shape[0], device=x.device)
-        cols = torch.as_tensor(list(self.positions), device=x.device)
-        if self.replace is not None or self.add is not None:
+        if self._cols is None or self._cols.device != x.device:
+            self._cols = torch.as_tensor(list(self.positions), device=x.device)
+        cols = self._cols
+        if self.replace is not None or add is not None:
             cur = x[rows, cols]
             new = self.replace.to(x.dtype).expand_as(cur) if self.replace is not None else cur
-            if self.add is not None:
-                new = new + self.add.to(x.dtype)
+            if add is not None:
+                new = new + add.to(x.dtype)
             x = x.index_put((rows, cols), new)
         self.value = x[rows, cols]
         return x
@@ -84,21 +92,21 @@ def _hook(module: torch.nn.Module, site: Site, on_input: bool) -> Iterator[Site]
 
 
 def ffn_key(model: torch.nn.Module, adapter: ModelAdapter, layer: int, positions: Sequence[int] | None = None,
-            *, add: torch.Tensor | None = None, replace: torch.Tensor | None = None, stop: bool = False):
+            *, add: Shift | None = None, replace: torch.Tensor | None = None, stop: bool = False):
     """Read/overwrite the key: the input of layer `layer`'s FFN down projection."""
     module = model.get_submodule(f"{adapter.block_path(layer)}.{adapter.ffn_in}")
     return _hook(module, Site(positions, add, replace, stop), on_input=True)
 
 
 def ffn_output(model: torch.nn.Module, adapter: ModelAdapter, layer: int, positions: Sequence[int] | None = None,
-               *, add: torch.Tensor | None = None, replace: torch.Tensor | None = None, stop: bool = False):
+               *, add: Shift | None = None, replace: torch.Tensor | None = None, stop: bool = False):
     """Read/overwrite the output of layer `layer`'s FFN down projection."""
     module = model.get_submodule(adapter.ffn_out_module_name(layer))
     return _hook(module, Site(positions, add, replace, stop), on_input=False)
 
 
 def block_output(model: torch.nn.Module, adapter: ModelAdapter, layer: int, positions: Sequence[int] | None = None,
-                 *, add: torch.Tensor | None = None, replace: torch.Tensor | None = None, stop: bool = False):
+                 *, add: Shift | None = None, replace: torch.Tensor | None = None, stop: bool = False):
     """Read/overwrite the residual stream after block `layer`."""
     module = model.get_submodule(adapter.block_path(layer))
     return _hook(module, Site(positions, add, replace, stop), on_input=False)

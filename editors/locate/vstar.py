@@ -40,9 +40,16 @@ class VStarConfig:
     # Run the tokens before the subject once, into a KV cache: the same loss. None = on CPU only, where it halved
     # the time per edit; on an H100 (GPT2-XL shape) each small step is launch-bound and it was ~10% slower.
     cache_prefixes: bool | None = None
+    # Replay every step (forward, loss, backward, Adam, clamp) as one captured CUDA graph: a GPU step is a few ms of
+    # arithmetic behind hundreds of kernel launches. None = on CUDA only. False = the eager loop. Off CUDA, True runs
+    # the same graph-safe step eagerly (what the tests compare with the eager loop).
+    capture_steps: bool | None = None
 
     def uses_prefix_cache(self, device: Any) -> bool:
         return self.cache_prefixes if self.cache_prefixes is not None else torch.device(device).type == "cpu"
+
+    def uses_captured_steps(self, device: Any) -> bool:
+        return self.capture_steps if self.capture_steps is not None else torch.device(device).type == "cuda"
 
 
 @dataclass
@@ -210,6 +217,8 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
     makes the clamp and decay act on step_map(delta) instead of delta (DiKE: the step that reaches h_s).
     The KL reference is the next-token distribution at delta = 0; an intervention that already moves the model at
     delta = 0 (DiKE with ĥ_s substituted) gives `clean_kl_reference=True` to take it from the unhooked model.
+    With captured steps (`cfg.uses_captured_steps`, CUDA) the intervention is entered once and its forward replayed:
+    a shift that depends on delta must be given as a function of it (hooks.Shift), not a tensor made at entry.
     """
     device = next(model.parameters()).device
     moved = step_map or (lambda d: d)  # what the clamp and decay measure
@@ -220,7 +229,6 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
     intervene = intervention or site_intervention(model, adapter, layer, site)
     width = init.numel() if custom else model.config.hidden_size
     delta = torch.zeros(width, device=device, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=cfg.lr)
     kl_init = None
     n_fwd = n_bwd = 0
     loss_val = nll_val = nll_init = float("nan")
@@ -229,40 +237,147 @@ def optimise_target_value(model: Any, tok: Any, adapter: ModelAdapter, layer: in
         with torch.no_grad():
             logits = model(**batch.model_inputs(model), use_cache=False, logits_to_keep=batch.logit_positions).logits
         kl_init = logits[n, batch.kl_index].float().log_softmax(-1)
-    with frozen(model):
-        for step in range(cfg.steps):
-            with intervene(delta, batch.subject_positions) as s:
-                logits = model(**batch.model_inputs(model), use_cache=False,
-                               logits_to_keep=batch.logit_positions).logits
-            n_fwd += 1
-            if init is None:
-                init = s.value[0].detach().float()  # bare prompt, delta = 0 at step 0
-            logp = logits[:n].float().log_softmax(-1)
-            tok_nll = -logp.gather(-1, batch.target_ids.unsqueeze(-1)).squeeze(-1)
-            nll = ((tok_nll * batch.target_mask).sum(1) / batch.target_mask.sum(1)).mean()
-            kl_logp = logits[n, batch.kl_index].float().log_softmax(-1)
-            if kl_init is None:
-                kl_init = kl_logp.detach()
-            kl = cfg.kl_factor * F.kl_div(kl_init, kl_logp, log_target=True, reduction="sum")
-            decay = cfg.weight_decay * moved(delta).norm() / init.norm() ** 2
-            loss = nll + kl + decay
-            loss_val, nll_val = loss.item(), nll.item()
-            if step == 0:
-                nll_init = nll_val
-            log.debug("case %s step %d loss %.3f nll %.3f", request.case_id, step, loss_val, nll_val)
-            if loss_val < cfg.loss_threshold or step == cfg.steps - 1:
-                break
-            opt.zero_grad()
-            loss.backward()
-            n_bwd += 1
-            opt.step()
-            with torch.no_grad():
-                max_norm = cfg.clamp_norm_factor * init.norm()
-                norm = moved(delta).norm()
-                if norm > max_norm:
-                    delta.mul_(max_norm / norm)  # exact for a linear step_map
+    if cfg.uses_captured_steps(device):
+        with frozen(model), intervene(delta, batch.subject_positions) as site:
+            if init is None or kl_init is None:  # delta = 0: the site's value at the bare prompt, the KL reference
+                with torch.no_grad():
+                    logits = model(**batch.model_inputs(model), use_cache=False,
+                                   logits_to_keep=batch.logit_positions).logits
+                init = site.value[0].detach().float() if init is None else init
+                kl_init = logits[n, batch.kl_index].float().log_softmax(-1) if kl_init is None else kl_init
+            run = _StaticSteps(model, batch, delta, init, kl_init, moved, cfg)
+            steps, loss_val, nll_val, nll_init = run.optimise(request.case_id)
+        n_fwd, n_bwd = steps, steps - 1
+    else:
+        opt = torch.optim.Adam([delta], lr=cfg.lr)
+        with frozen(model):
+            for step in range(cfg.steps):
+                with intervene(delta, batch.subject_positions) as s:
+                    logits = model(**batch.model_inputs(model), use_cache=False,
+                                   logits_to_keep=batch.logit_positions).logits
+                n_fwd += 1
+                if init is None:
+                    init = s.value[0].detach().float()  # bare prompt, delta = 0 at step 0
+                if kl_init is None:  # delta = 0 at step 0
+                    kl_init = logits[n, batch.kl_index].float().log_softmax(-1).detach()
+                loss, nll = _loss(logits, batch, kl_init, cfg, moved(delta), init)
+                loss_val, nll_val = loss.item(), nll.item()
+                if step == 0:
+                    nll_init = nll_val
+                log.debug("case %s step %d loss %.3f nll %.3f", request.case_id, step, loss_val, nll_val)
+                if loss_val < cfg.loss_threshold or step == cfg.steps - 1:
+                    break
+                opt.zero_grad()
+                loss.backward()
+                n_bwd += 1
+                opt.step()
+                with torch.no_grad():
+                    max_norm = cfg.clamp_norm_factor * init.norm()
+                    norm = moved(delta).norm()
+                    if norm > max_norm:
+                        delta.mul_(max_norm / norm)  # exact for a linear step_map
     with torch.no_grad():
         step_norm, limit = float(moved(delta).norm()), float(cfg.clamp_norm_factor * init.norm())
     return TargetValue(delta=delta.detach().float(), init=init.detach().float(), steps=n_fwd,
                        backward_passes=n_bwd, loss=loss_val, nll=nll_val,
                        nll_init=nll_init, step_norm=step_norm, limit=limit)
+
+
+def _loss(logits: torch.Tensor, batch: VStarBatch, kl_init: torch.Tensor, cfg: VStarConfig, moved_delta: torch.Tensor,
+          init: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, nll): the mean NLL of o* over the rewriting rows, the KL of the KL row, the decay of the step."""
+    n = batch.n_rewrite
+    logp = logits[:n].float().log_softmax(-1)
+    tok_nll = -logp.gather(-1, batch.target_ids.unsqueeze(-1)).squeeze(-1)
+    nll = ((tok_nll * batch.target_mask).sum(1) / batch.target_mask.sum(1)).mean()
+    kl_logp = logits[n, batch.kl_index].float().log_softmax(-1)
+    kl = cfg.kl_factor * F.kl_div(kl_init, kl_logp, log_target=True, reduction="sum")
+    decay = cfg.weight_decay * moved_delta.norm() / init.norm() ** 2
+    return nll + kl + decay, nll
+
+
+class _StaticSteps:
+    """The v* loop as fixed-shape steps with no host synchronisation inside: forward (through the intervention the
+    caller has entered), loss, gradient, Adam (torch.optim.Adam's arithmetic, with its state in tensors) and the
+    clamp (torch.where). On CUDA one step is captured into a CUDA graph and replayed; elsewhere it runs eagerly. The
+    host reads the loss once per step for early stopping; the update that step made is then undone (`prev`), so the
+    result is the eager loop's: the delta whose forward met the threshold, or the last one."""
+
+    BETAS, EPS, WARMUP = (0.9, 0.999), 1e-8, 3
+
+    def __init__(self, model: Any, batch: VStarBatch, delta: torch.Tensor, init: torch.Tensor,
+                 kl_init: torch.Tensor, moved: Callable[[torch.Tensor], torch.Tensor], cfg: VStarConfig):
+        self.model, self.batch, self.delta, self.init, self.kl_init, self.moved, self.cfg = (
+            model, batch, delta, init, kl_init, moved, cfg)
+        self.m, self.v = torch.zeros_like(delta), torch.zeros_like(delta)
+        self.t = torch.zeros((), device=delta.device)
+        self.prev = torch.zeros_like(delta)  # the delta this step's forward used
+        self.out = torch.zeros(2, device=delta.device)  # its loss and NLL
+        with torch.no_grad():
+            self.max_norm = cfg.clamp_norm_factor * init.norm()
+        self.graph: Any = None
+
+    def step(self) -> None:
+        b1, b2 = self.BETAS
+        with torch.no_grad():
+            self.prev.copy_(self.delta)
+        logits = self.model(**self.batch.model_inputs(self.model), use_cache=False,
+                            logits_to_keep=self.batch.logit_positions).logits
+        loss, nll = _loss(logits, self.batch, self.kl_init, self.cfg, self.moved(self.delta), self.init)
+        (grad,) = torch.autograd.grad(loss, self.delta)
+        with torch.no_grad():
+            self.out[0], self.out[1] = loss.detach(), nll.detach()
+            self.t.add_(1)
+            self.m.lerp_(grad, 1 - b1)
+            self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            step_size = self.cfg.lr / (1 - b1 ** self.t)
+            denom = (self.v.sqrt() / (1 - b2 ** self.t).sqrt()).add_(self.EPS)
+            self.delta.sub_(step_size * self.m / denom)
+            norm = self.moved(self.delta).norm()
+            self.delta.mul_(torch.where(norm > self.max_norm, self.max_norm / norm, torch.ones_like(norm)))
+
+    def capture(self) -> None:
+        """Warm up on a side stream (allocator, cuBLAS workspaces), restore the state, capture one step."""
+        state = [x.clone() for x in (self.delta, self.m, self.v, self.t)]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP):
+                self.step()
+        torch.cuda.current_stream().wait_stream(side)
+        self._restore(state)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.step()
+        except RuntimeError as e:  # an operation that cannot be captured (a host sync in a model's forward)
+            log.warning("v* step not captured into a CUDA graph (%s); running it eagerly", str(e).splitlines()[0])
+            self._restore(state)
+            return
+        self._restore(state)
+        self.graph = graph
+
+    def _restore(self, state: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for x, saved in zip((self.delta, self.m, self.v, self.t), state):
+                x.copy_(saved)
+
+    def optimise(self, case_id: str) -> tuple[int, float, float, float]:
+        """(forward passes, final loss, final NLL, NLL at delta = 0)."""
+        if self.delta.device.type == "cuda":
+            self.capture()
+        nll_init = float("nan")
+        for step in range(self.cfg.steps):
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self.step()
+            loss_val, nll_val = self.out.tolist()
+            if step == 0:
+                nll_init = nll_val
+            log.debug("case %s step %d loss %.3f nll %.3f", case_id, step, loss_val, nll_val)
+            if loss_val < self.cfg.loss_threshold or step == self.cfg.steps - 1:
+                with torch.no_grad():
+                    self.delta.copy_(self.prev)
+                return step + 1, loss_val, nll_val, nll_init
+        raise ValueError("v* needs at least one step")
