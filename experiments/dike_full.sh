@@ -36,10 +36,10 @@ for part in "${parts[@]}"; do
       for mu in 0.3 3; do
         run "dike_mu$mu" "$NF" dike --set krd_path="$KRD" "${TUNED[@]}" --set "fik_weight=$mu" "${VC[@]}"
       done ;;
-    krd10k)  # the 10,000-sample KRD (README, "A KRD trained on 10,000 samples") and DiKE with it at two μ
+    krd10k)  # the 10,000-sample KRD (README, "A KRD trained on 10,000 samples") and DiKE with it at three μ
       [ -f "$KRD10K/krd.safetensors" ] || fineked train-krd --model smollm2-135m --data "$DATA" --samples 10000 \
         --epochs 1 --threads 2 --out "$KRD10K"
-      for mu in 1 3; do
+      for mu in 1 3 10; do
         run "dike_krd10k_mu$mu" "$NF" dike --set krd_path="$KRD10K" "${TUNED[@]}" --set "fik_weight=$mu" "${VC[@]}"
       done ;;
     rome_c) run rome_c "$N" rome_c "${VC[@]}"
